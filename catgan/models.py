@@ -1,0 +1,252 @@
+"""Convolutional CatGAN networks: a K-way discriminator and a generator.
+
+Both follow DCGAN practice (Radford et al., 2016): strided convolutions down in D, transposed
+convolutions up in G, batch normalisation, LeakyReLU(0.2) in D, ReLU and a tanh output in G,
+weights drawn from N(0, 0.02). D adds Gaussian noise to its hidden activations while training,
+as CatGAN does (Springenberg, ICLR 2016, Sec. 3.4).
+
+Both networks are built from the image shape (C, H, W) and a width. The spatial sizes are halved
+(rounding up) until they reach 4 or less: 8 -> 4 for scikit-learn's digits, 28 -> 14 -> 7 -> 4
+for MNIST-like images, 32 -> 16 -> 8 -> 4 for colour images. The generator walks the same sizes
+back up, so it produces exactly (C, H, W).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from catgan.config import TrainConfig
+
+__all__ = ["CatGAN", "Discriminator", "Generator", "GaussianNoise", "frozen_batchnorm_statistics"]
+
+
+def num_stages(height: int, width: int, smallest: int = 4) -> int:
+    """How many halvings (rounding up) bring the larger of ``height`` and ``width`` to <= ``smallest``."""
+    size, stages = max(height, width), 0
+    while size > smallest:
+        size, stages = math.ceil(size / 2), stages + 1
+    return stages
+
+
+def halving_sizes(size: int, stages: int) -> list[int]:
+    """``size`` followed by ``stages`` successive halvings, each rounded up.
+
+    >>> halving_sizes(28, 3)
+    [28, 14, 7, 4]
+    """
+    sizes = [size]
+    for _ in range(stages):
+        sizes.append(math.ceil(sizes[-1] / 2))
+    return sizes
+
+
+def init_weights(module: nn.Module) -> None:
+    """DCGAN initialisation: conv and linear weights ~ N(0, 0.02), batch-norm scales ~ N(1, 0.02)."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class GaussianNoise(nn.Module):
+    """Adds N(0, std^2) noise to its input in training mode; the identity in evaluation mode."""
+
+    def __init__(self, std: float) -> None:
+        super().__init__()
+        self.std = std
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and self.std > 0:
+            return x + self.std * torch.randn_like(x)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"std={self.std}"
+
+
+@contextlib.contextmanager
+def frozen_batchnorm_statistics(module: nn.Module) -> Iterator[None]:
+    """Keep the running statistics of every batch-norm layer in ``module`` unchanged.
+
+    Inside the block, batch norm still normalises with the batch's own statistics (in training
+    mode), but the running averages used at evaluation are not updated. The discriminator's
+    running statistics should describe real data only, so generated batches pass through it
+    inside this block.
+    """
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
+    try:
+        yield
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+
+
+class Discriminator(nn.Module):
+    """A K-way convolutional classifier: images (B, C, H, W) -> logits (B, K).
+
+    Args:
+        image_shape: (C, H, W) of the input images, scaled to [-1, 1].
+        num_classes: K, the number of classes or clusters.
+        width: channels of the first layer; each halving of the spatial size doubles them.
+        feature_dim: size of the penultimate (feature) layer.
+        noise_std: standard deviation of the Gaussian noise added to every hidden activation
+            while training (0 turns it off).
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        num_classes: int,
+        width: int = 32,
+        feature_dim: int = 128,
+        noise_std: float = 0.3,
+    ) -> None:
+        super().__init__()
+        channels, height, width_px = image_shape
+        stages = num_stages(height, width_px)
+        final_h, final_w = halving_sizes(height, stages)[-1], halving_sizes(width_px, stages)[-1]
+        layers: list[nn.Module] = [
+            nn.Conv2d(channels, width, 3, stride=1, padding=1, bias=False),  # (B, w, H, W)
+            nn.BatchNorm2d(width),
+            nn.LeakyReLU(0.2),
+            GaussianNoise(noise_std),
+        ]
+        c_in = width
+        for stage in range(stages):
+            c_out = width * 2**stage
+            layers += [
+                # 3x3, stride 2, padding 1 halves the size, rounding up: (B, c_out, ceil(H/2), ...)
+                nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.LeakyReLU(0.2),
+                GaussianNoise(noise_std),
+            ]
+            c_in = c_out
+        self.convs = nn.Sequential(*layers)  # (B, c_in, final_h, final_w)
+        self.features = nn.Sequential(
+            nn.Flatten(),  # (B, c_in * final_h * final_w)
+            nn.Linear(c_in * final_h * final_w, feature_dim, bias=False),  # (B, F)
+            nn.BatchNorm1d(feature_dim),
+            nn.LeakyReLU(0.2),
+            GaussianNoise(noise_std),
+        )
+        self.classifier = nn.Linear(feature_dim, num_classes)  # (B, K)
+        self.image_shape = tuple(image_shape)
+        self.num_classes = num_classes
+        self.apply(init_weights)
+
+    def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Logits (B, K); with ``return_features``, also the penultimate features (B, F)."""
+        features = self.features(self.convs(x))
+        logits = self.classifier(features)
+        return (logits, features) if return_features else logits
+
+
+def _upsampling(c_in: int, c_out: int, size_in: tuple[int, int], size_out: tuple[int, int]) -> nn.ConvTranspose2d:
+    """A 4x4, stride-2 transposed convolution from ``size_in`` to ``size_out``.
+
+    Each output size is 2n (padding 1) or 2n - 1 (padding 2, output padding 1), n the input size.
+    """
+    padding, output_padding = [], []
+    for n_in, n_out in zip(size_in, size_out):
+        if n_out == 2 * n_in:
+            padding.append(1), output_padding.append(0)
+        elif n_out == 2 * n_in - 1:
+            padding.append(2), output_padding.append(1)
+        else:
+            raise ValueError(f"a stride-2 layer cannot map size {n_in} to {n_out}")
+    return nn.ConvTranspose2d(
+        c_in, c_out, 4, stride=2, padding=tuple(padding), output_padding=tuple(output_padding), bias=False
+    )
+
+
+class Generator(nn.Module):
+    """Maps latent vectors z (B, Z) to images (B, C, H, W) in [-1, 1].
+
+    Args:
+        image_shape: (C, H, W) of the images to generate.
+        latent_dim: Z, the size of the latent vector.
+        width: channels of the last hidden layer; each halving of the spatial size on the way
+            down doubles them, so the first layer has the most.
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int], latent_dim: int = 100, width: int = 32) -> None:
+        super().__init__()
+        channels, height, width_px = image_shape
+        stages = num_stages(height, width_px)
+        heights, widths = halving_sizes(height, stages), halving_sizes(width_px, stages)
+        c0 = width * 2**stages
+        self.start_shape = (c0, heights[-1], widths[-1])
+        self.project = nn.Sequential(
+            nn.Linear(latent_dim, c0 * heights[-1] * widths[-1], bias=False),  # (B, c0 * h0 * w0)
+            nn.BatchNorm1d(c0 * heights[-1] * widths[-1]),
+            nn.ReLU(),
+        )
+        layers: list[nn.Module] = []
+        c_in = c0
+        for stage in reversed(range(stages)):
+            c_out = width * 2**stage
+            size_in = (heights[stage + 1], widths[stage + 1])
+            size_out = (heights[stage], widths[stage])
+            layers += [
+                _upsampling(c_in, c_out, size_in, size_out),  # (B, c_out, *size_out)
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(),
+            ]
+            c_in = c_out
+        layers += [
+            nn.Conv2d(c_in, channels, 3, stride=1, padding=1),  # (B, C, H, W)
+            nn.Tanh(),
+        ]
+        self.convs = nn.Sequential(*layers)
+        self.image_shape = tuple(image_shape)
+        self.latent_dim = latent_dim
+        self.apply(init_weights)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Images (B, C, H, W) in [-1, 1] from latent vectors z (B, Z)."""
+        return self.convs(self.project(z).view(z.shape[0], *self.start_shape))
+
+
+class CatGAN(nn.Module):
+    """The generator and discriminator of one run, built from its configuration.
+
+    Args:
+        config: the run's `TrainConfig` (widths, latent size, noise level).
+        image_shape: (C, H, W) of the data.
+        num_clusters: K, the discriminator's number of outputs.
+    """
+
+    def __init__(self, config: "TrainConfig", image_shape: tuple[int, int, int], num_clusters: int) -> None:
+        super().__init__()
+        self.config = config
+        self.generator = Generator(image_shape, config.latent_dim, config.g_width)
+        self.discriminator = Discriminator(
+            image_shape, num_clusters, config.d_width, config.feature_dim, config.d_noise
+        )
+
+    @property
+    def num_clusters(self) -> int:
+        return self.discriminator.num_classes
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.discriminator.image_shape
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n Gaussian latent vectors (n, Z) on the models' device."""
+        device = next(self.generator.parameters()).device
+        return torch.randn(n, self.generator.latent_dim, device=device, generator=generator)

@@ -1,0 +1,109 @@
+"""The networks: shapes for every supported image size, initialisation, noise and batch norm."""
+
+import pytest
+import torch
+from torch import nn
+
+from catgan.config import TrainConfig
+from catgan.models import (
+    CatGAN,
+    Discriminator,
+    GaussianNoise,
+    Generator,
+    frozen_batchnorm_statistics,
+    halving_sizes,
+    num_stages,
+)
+
+SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32), (1, 8, 28), (3, 5, 3)]
+
+
+def test_halving_chains():
+    assert num_stages(8, 8) == 1 and halving_sizes(8, 1) == [8, 4]
+    assert num_stages(28, 28) == 3 and halving_sizes(28, 3) == [28, 14, 7, 4]
+    assert num_stages(32, 32) == 3 and halving_sizes(32, 3) == [32, 16, 8, 4]
+    assert num_stages(4, 3) == 0
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_generator_makes_images_of_the_data_shape_in_range(shape):
+    torch.manual_seed(0)
+    generator = Generator(shape, latent_dim=16, width=8)
+    images = generator(torch.randn(6, 16))
+    assert images.shape == (6, *shape)
+    assert images.min() >= -1 and images.max() <= 1
+    assert isinstance(generator.convs[-1], nn.Tanh)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("k", [2, 10, 20])
+def test_discriminator_returns_k_logits_and_features(shape, k):
+    discriminator = Discriminator(shape, k, width=8, feature_dim=24)
+    x = torch.rand(5, *shape) * 2 - 1
+    logits = discriminator(x)
+    assert logits.shape == (5, k)
+    logits_again, features = discriminator(x, return_features=True)
+    assert features.shape == (5, 24)
+    assert logits_again.shape == (5, k)
+
+
+def test_dcgan_building_blocks():
+    discriminator = Discriminator((1, 28, 28), 10, width=16)
+    strided = [m for m in discriminator.modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)]
+    assert len(strided) == 3
+    assert all(m.negative_slope == 0.2 for m in discriminator.modules() if isinstance(m, nn.LeakyReLU))
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in discriminator.modules()) == 4  # every conv layer
+    assert sum(isinstance(m, GaussianNoise) for m in discriminator.modules()) == 5  # every hidden layer
+    generator = Generator((1, 28, 28), width=16)
+    assert sum(isinstance(m, nn.ConvTranspose2d) for m in generator.modules()) == 3
+
+
+def test_weights_are_drawn_from_n_0_002():
+    torch.manual_seed(0)
+    generator = Generator((1, 28, 28), latent_dim=100, width=32)
+    weight = generator.project[0].weight
+    assert weight.mean().item() == pytest.approx(0.0, abs=1e-3)
+    assert weight.std().item() == pytest.approx(0.02, rel=0.02)
+    norm = generator.project[1]
+    assert norm.weight.mean().item() == pytest.approx(1.0, abs=2e-3)
+    assert norm.bias.abs().max().item() == 0.0
+
+
+def test_noise_only_while_training():
+    torch.manual_seed(0)
+    discriminator = Discriminator((1, 8, 8), 10, width=8, noise_std=0.5)
+    x = torch.randn(16, 1, 8, 8)
+    discriminator.train()
+    assert not torch.equal(discriminator(x), discriminator(x))
+    discriminator.eval()
+    assert torch.equal(discriminator(x), discriminator(x))
+    quiet = Discriminator((1, 8, 8), 10, width=8, noise_std=0.0).train()
+    assert torch.equal(quiet(x), quiet(x))
+
+
+def test_gaussian_noise_has_the_asked_std():
+    torch.manual_seed(0)
+    noise = GaussianNoise(0.3).train()
+    x = torch.zeros(200_000)
+    assert noise(x).std().item() == pytest.approx(0.3, rel=0.01)
+
+
+def test_frozen_batchnorm_statistics_keep_running_averages():
+    discriminator = Discriminator((1, 8, 8), 10, width=8).train()
+    norm = discriminator.convs[1]
+    before = norm.running_mean.clone()
+    with frozen_batchnorm_statistics(discriminator):
+        discriminator(torch.randn(16, 1, 8, 8) + 3)
+    assert torch.equal(norm.running_mean, before)
+    assert norm.momentum == 0.1  # restored
+    discriminator(torch.randn(16, 1, 8, 8) + 3)
+    assert not torch.equal(norm.running_mean, before)
+
+
+def test_catgan_container_builds_both_networks_from_the_config():
+    config = TrainConfig(latent_dim=12, d_width=8, g_width=8, feature_dim=16, d_noise=0.1)
+    model = CatGAN(config, (1, 8, 8), num_clusters=7)
+    assert model.num_clusters == 7 and model.image_shape == (1, 8, 8)
+    z = model.sample_latent(5)
+    assert z.shape == (5, 12)
+    assert model.discriminator(model.generator(z)).shape == (5, 7)
