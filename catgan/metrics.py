@@ -1,0 +1,91 @@
+"""Classification and clustering metrics.
+
+Accuracies here are fractions in [0, 1]; run summaries report them in percent.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+__all__ = [
+    "accuracy",
+    "error_rate",
+    "contingency",
+    "clustering_accuracy",
+    "many_to_one_accuracy",
+    "clustering_scores",
+]
+
+
+def _labels(y) -> np.ndarray:
+    return np.asarray(y).reshape(-1)
+
+
+def accuracy(y_true, y_pred) -> float:
+    """Fraction of predictions equal to the true label."""
+    y_true, y_pred = _labels(y_true), _labels(y_pred)
+    if y_true.shape != y_pred.shape or y_true.size == 0:
+        raise ValueError(f"need two non-empty label arrays of one length, got {y_true.shape} and {y_pred.shape}")
+    return float(np.mean(y_true == y_pred))
+
+
+def error_rate(y_true, y_pred) -> float:
+    """Fraction of predictions different from the true label (1 - accuracy)."""
+    return 1.0 - accuracy(y_true, y_pred)
+
+
+def contingency(y_true, clusters) -> np.ndarray:
+    """Counts (n_clusters, n_classes): how many samples of each class fall in each cluster.
+
+    Classes and clusters are taken in sorted order of their distinct values.
+    """
+    y_true, clusters = _labels(y_true), _labels(clusters)
+    _, class_idx = np.unique(y_true, return_inverse=True)
+    _, cluster_idx = np.unique(clusters, return_inverse=True)
+    table = np.zeros((cluster_idx.max() + 1, class_idx.max() + 1), dtype=np.int64)
+    np.add.at(table, (cluster_idx, class_idx), 1)
+    return table
+
+
+def clustering_accuracy(y_true, clusters) -> float:
+    """One-to-one clustering accuracy: the best accuracy over one-to-one cluster-to-class maps.
+
+    The map is found by Hungarian matching (scipy's ``linear_sum_assignment``) on the contingency
+    table. With more clusters than classes, each class gets one cluster and the samples of the
+    remaining clusters count as errors.
+    """
+    accuracy(y_true, clusters)  # validates the shapes
+    table = contingency(y_true, clusters)
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    return float(table[rows, cols].sum() / table.sum())
+
+
+def many_to_one_accuracy(y_true, clusters) -> float:
+    """Many-to-one clustering accuracy: each cluster is mapped to its majority class.
+
+    Several clusters may map to the same class, so this never falls below the one-to-one
+    accuracy and reaches 1 when every sample has its own cluster; quote it only beside K.
+    """
+    accuracy(y_true, clusters)
+    table = contingency(y_true, clusters)
+    return float(table.max(axis=1).sum() / table.sum())
+
+
+def clustering_scores(y_true, clusters, num_clusters: int | None = None) -> dict[str, float]:
+    """Clustering accuracy (one-to-one), NMI and ARI (scikit-learn), as fractions.
+
+    When the model has more clusters than there are classes (``num_clusters``, by default the
+    number of distinct clusters found), ``many_to_one_accuracy`` is added.
+    """
+    scores = {
+        "clustering_accuracy": clustering_accuracy(y_true, clusters),
+        "nmi": float(normalized_mutual_info_score(_labels(y_true), _labels(clusters))),
+        "ari": float(adjusted_rand_score(_labels(y_true), _labels(clusters))),
+    }
+    if num_clusters is None:
+        num_clusters = len(np.unique(clusters))
+    if num_clusters > len(np.unique(y_true)):
+        scores["many_to_one_accuracy"] = many_to_one_accuracy(y_true, clusters)
+    return scores
