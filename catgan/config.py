@@ -1,0 +1,134 @@
+"""The training configuration: one dataclass, validated on construction, saved with every run."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["CatGANError", "TrainConfig", "DATASETS", "DEFAULT_EPOCHS", "METHODS"]
+
+DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn", "folder", "arrays")
+METHODS = ("catgan", "supervised")
+
+# Epochs (passes over the unlabelled pool) when --epochs is not given. scikit-learn's digits have
+# only 1,198 training images, so their schedule needs many more passes for the same updates.
+DEFAULT_EPOCHS = {
+    "digits": 300,
+    "mnist": 20,
+    "fashion-mnist": 20,
+    "cifar10": 50,
+    "svhn": 30,
+    "folder": 50,
+    "arrays": 50,
+}
+
+
+class CatGANError(Exception):
+    """A problem with the user's input (options, data, run directory), reported in one line."""
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run. Saved as ``config.json`` and inside each checkpoint."""
+
+    dataset: str = "digits"  # one of DATASETS
+    data_dir: str = "data"  # where the data is (for `arrays`: an .npz file or a folder holding one)
+    download: bool = False  # let torchvision download the dataset into data_dir
+    image_size: int = 32  # `folder` only: images are resized to image_size x image_size
+    labels_per_class: int = 5  # labelled images per class; 0 trains without labels (clustering)
+    method: str = "catgan"  # catgan, or supervised: the same D trained by cross-entropy on the labels alone
+    clusters: int | None = None  # K, the discriminator's outputs; None: the number of classes
+    lam: float = 1.0  # weight of the supervised cross-entropy in D's loss
+    epochs: int | None = None  # passes over the unlabelled pool; None: DEFAULT_EPOCHS[dataset]
+    batch_size: int = 100  # unlabelled (and generated) images per step
+    lr: float = 2e-4  # Adam learning rate, for D and G
+    beta1: float = 0.5  # Adam's first-moment decay
+    beta2: float = 0.999  # Adam's second-moment decay
+    latent_dim: int = 100  # size of the generator's Gaussian latent vector
+    d_width: int = 32  # channels of D's first layer (doubling at each halving of the image)
+    g_width: int = 32  # channels of G's last hidden layer (doubling towards its input)
+    feature_dim: int = 128  # size of D's penultimate layer
+    d_noise: float = 0.3  # std of the Gaussian noise on D's hidden activations while training
+    seed: int = 0  # seeds the labelled subset, initialisation, batches and noise
+    device: str = "auto"  # auto (CUDA when available), cpu, cuda or cuda:N
+    out_dir: str = "runs"  # parent folder of run directories
+    name: str | None = None  # run directory name; None: dataset, labels, seed and a timestamp
+    eval_every: int = 0  # evaluate on the test split every N epochs, for the log only (0: at the end only)
+    log_every: int = 20  # write loss terms to metrics.jsonl every N steps
+    progress: bool = True  # show a progress bar
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise CatGANError(message)
+
+        need(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+        need(self.method in METHODS, f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        positive_ints = ("image_size", "batch_size", "latent_dim", "d_width", "g_width", "feature_dim", "log_every")
+        for name in positive_ints:
+            value = getattr(self, name)
+            need(_is_int(value) and value >= 1, f"{name} must be a positive integer, got {value!r}")
+        need(
+            _is_int(self.labels_per_class) and self.labels_per_class >= 0,
+            f"labels_per_class must be an integer >= 0, got {self.labels_per_class!r}",
+        )
+        need(
+            self.method != "supervised" or self.labels_per_class > 0,
+            "the supervised method needs labels: labels_per_class must be at least 1",
+        )
+        need(
+            self.clusters is None or (_is_int(self.clusters) and self.clusters >= 2),
+            f"clusters (K) must be an integer >= 2, got {self.clusters!r}",
+        )
+        need(_is_number(self.lam) and self.lam >= 0, f"lam must be a number >= 0, got {self.lam!r}")
+        need(
+            self.epochs is None or (_is_int(self.epochs) and self.epochs >= 1),
+            f"epochs must be a positive integer, got {self.epochs!r}",
+        )
+        need(_is_number(self.lr) and self.lr > 0, f"lr must be a number > 0, got {self.lr!r}")
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            need(_is_number(value) and 0 <= value < 1, f"{name} must be in [0, 1), got {value!r}")
+        need(_is_number(self.d_noise) and self.d_noise >= 0, f"d_noise must be a number >= 0, got {self.d_noise!r}")
+        need(_is_int(self.seed) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}")
+        need(
+            self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:"),
+            f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}",
+        )
+        need(_is_int(self.eval_every) and self.eval_every >= 0, f"eval_every must be an integer >= 0, got {self.eval_every!r}")
+        need(
+            self.name is None or (isinstance(self.name, str) and self.name not in ("", ".", "..") and "/" not in self.name),
+            f"name must be a plain folder name, got {self.name!r}",
+        )
+
+    @property
+    def uses_labels(self) -> bool:
+        """Whether labelled images enter training. D's outputs are then the classes; otherwise
+        they are clusters, which evaluation matches to the classes."""
+        return self.labels_per_class > 0 and (self.method == "supervised" or self.lam > 0)
+
+    def resolved_epochs(self) -> int:
+        """The number of epochs this run trains for."""
+        return self.epochs if self.epochs is not None else DEFAULT_EPOCHS[self.dataset]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Rebuild a saved configuration; unknown fields are refused by name."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise CatGANError(f"unknown configuration fields: {', '.join(unknown)}")
+        return cls(**values)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,54 @@
+"""The configuration: defaults, validation messages and the saved form."""
+
+import dataclasses
+
+import pytest
+
+from catgan.config import DEFAULT_EPOCHS, CatGANError, TrainConfig
+
+
+def test_defaults_are_the_main_job():
+    config = TrainConfig()
+    assert (config.dataset, config.labels_per_class, config.lam, config.method) == ("digits", 5, 1.0, "catgan")
+    assert (config.lr, config.beta1, config.beta2, config.batch_size) == (2e-4, 0.5, 0.999, 100)
+    assert config.resolved_epochs() == DEFAULT_EPOCHS["digits"]
+    assert config.uses_labels
+
+
+def test_uses_labels():
+    assert not TrainConfig(labels_per_class=0).uses_labels
+    assert not TrainConfig(lam=0.0).uses_labels  # labels drawn but unused: D's outputs are clusters
+    assert TrainConfig(lam=0.0, method="supervised").uses_labels
+
+
+def test_round_trip_through_a_dict():
+    config = TrainConfig(dataset="mnist", labels_per_class=10, epochs=3, name="x")
+    assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+def test_unknown_saved_fields_are_named():
+    with pytest.raises(CatGANError, match="unknown configuration fields: colour, size"):
+        TrainConfig.from_dict({**TrainConfig().to_dict(), "size": 1, "colour": 2})
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("dataset", "imagenet", "unknown dataset 'imagenet'"),
+        ("method", "ladder", "unknown method 'ladder'"),
+        ("batch_size", 0, "batch_size must be a positive integer, got 0"),
+        ("batch_size", True, "batch_size must be a positive integer, got True"),
+        ("epochs", 2.5, "epochs must be a positive integer, got 2.5"),
+        ("clusters", 1, "clusters (K) must be an integer >= 2, got 1"),
+        ("lam", float("inf"), "lam must be a number >= 0, got inf"),
+        ("beta1", 1.0, "beta1 must be in [0, 1), got 1.0"),
+        ("d_noise", -0.1, "d_noise must be a number >= 0, got -0.1"),
+        ("seed", -1, "seed must be an integer >= 0, got -1"),
+        ("device", "gpu", "device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+        ("name", "..", "name must be a plain folder name"),
+    ],
+)
+def test_each_bad_value_is_named_with_what_is_allowed(field, value, message):
+    with pytest.raises(CatGANError) as error:
+        dataclasses.replace(TrainConfig(), **{field: value})
+    assert message in str(error.value)
