@@ -1,0 +1,154 @@
+"""Run directories: their files, checkpoints and image grids.
+
+A run directory holds:
+
+- ``config.json``: the run's configuration (`TrainConfig`), with the number of epochs resolved;
+- ``labelled_indices.json``: the indices (into the training split) of the labelled images;
+- ``metrics.jsonl``: one JSON object per logged step, and one per evaluation;
+- ``checkpoint.pt``: configuration, networks and optimisers, readable with ``weights_only=True``;
+- ``samples.png``: a grid of generated images from fixed noise;
+- ``summary.json``: the final figures (``test_error`` in percent, ``wall_seconds``, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from catgan.config import CatGANError, TrainConfig
+
+CONFIG = "config.json"
+LABELLED = "labelled_indices.json"
+METRICS = "metrics.jsonl"
+CHECKPOINT = "checkpoint.pt"
+SAMPLES = "samples.png"
+SUMMARY = "summary.json"
+
+
+def plan_run_dir(config: TrainConfig) -> Path:
+    """Check that ``config.out_dir`` is writable and choose a run directory that does not exist.
+
+    Nothing is created but ``out_dir`` itself. A name given in ``config.name`` that is already
+    taken is refused (an earlier run is never overwritten); a default name gets a numeric suffix.
+    """
+    out_dir = Path(config.out_dir).expanduser()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as err:
+        raise CatGANError(f"output folder {out_dir} is not writable: {err.strerror or err}") from None
+    if config.name is not None:
+        run_dir = out_dir / config.name
+        if run_dir.exists():
+            raise CatGANError(f"run directory {run_dir} already exists; choose another --name")
+        return run_dir
+    labels = f"{config.labels_per_class}lpc" if config.labels_per_class else f"k{config.clusters or 'auto'}"
+    stem = f"{config.dataset}-{labels}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir, suffix = out_dir / stem, 2
+    while run_dir.exists():
+        run_dir, suffix = out_dir / f"{stem}-{suffix}", suffix + 1
+    return run_dir
+
+
+def create_run_dir(run_dir: Path) -> None:
+    """Create the run directory planned by `plan_run_dir`; refuse if it appeared meanwhile."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=False)
+    except FileExistsError:
+        raise CatGANError(f"run directory {run_dir} already exists; choose another --name") from None
+    except OSError as err:
+        raise CatGANError(f"cannot create run directory {run_dir}: {err.strerror or err}") from None
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write ``value`` as indented JSON, atomically (a temporary file renamed into place)."""
+    _atomic_write(path, lambda f: f.write((json.dumps(value, indent=2) + "\n").encode()))
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def _atomic_write(path: Path, write) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Save a checkpoint atomically: a kill during the save leaves the previous one intact."""
+    _atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read a run's checkpoint with ``weights_only=True``; refuse missing, foreign or unsafe files."""
+    run_dir = Path(run_dir).expanduser()
+    if not run_dir.is_dir():
+        raise CatGANError(f"no such run directory: {run_dir}")
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        raise CatGANError(f"{run_dir} is not a catgan run directory (no {CHECKPOINT})")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[0]
+        raise CatGANError(f"refusing to load {path}: it holds more than weights ({reason})") from None
+    except Exception as err:  # truncated or not a torch file at all
+        raise CatGANError(f"cannot read {path}: {err}") from None
+    if not isinstance(checkpoint, dict) or "config" not in checkpoint or "generator" not in checkpoint:
+        raise CatGANError(f"{path} is not a catgan checkpoint")
+    return checkpoint
+
+
+def save_image_grid(images: Tensor, path: Path, nrow: int | None = None, min_tile: int = 32) -> None:
+    """Save images in [-1, 1] (B, C, H, W) as one PNG grid of ``nrow`` per row (default: a square),
+    enlarging small images (nearest) to at least ``min_tile`` pixels so that 8x8 digits stay visible."""
+    from torchvision.utils import save_image
+
+    images = images.detach().float().cpu()
+    nrow = nrow or math.ceil(math.sqrt(len(images)))
+    scale = max(1, -(-min_tile // max(images.shape[-2:])))
+    if scale > 1:
+        images = F.interpolate(images, scale_factor=scale, mode="nearest")
+    save_image(images * 0.5 + 0.5, path, nrow=nrow, padding=2, pad_value=1.0)
+
+
+def load_run(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[TrainConfig, "CatGAN"]:
+    """Rebuild a run's configuration and networks from its checkpoint, on ``device``."""
+    from catgan.models import CatGAN
+
+    checkpoint = load_checkpoint(run_dir)
+    config = TrainConfig.from_dict(checkpoint["config"])
+    model = CatGAN(config, tuple(checkpoint["image_shape"]), int(checkpoint["num_clusters"]))
+    try:
+        model.generator.load_state_dict(checkpoint["generator"])
+        model.discriminator.load_state_dict(checkpoint["discriminator"])
+    except (RuntimeError, KeyError) as err:
+        reason = str(err).strip().splitlines()[0]
+        raise CatGANError(f"the checkpoint in {run_dir} does not match its configuration: {reason}") from None
+    return config, model.to(device)

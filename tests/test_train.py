@@ -1,0 +1,167 @@
+"""Training steps and the trainer: updates, run files, determinism, clustering and the baseline."""
+
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from catgan.config import CatGANError, TrainConfig
+from catgan.models import CatGAN
+from catgan.runs import load_checkpoint, load_run
+from catgan.train import (
+    Batch,
+    IndexCycler,
+    Trainer,
+    discriminator_step,
+    generator_step,
+    make_optimizers,
+    supervised_step,
+    train,
+)
+
+
+@pytest.fixture
+def model_and_batch():
+    torch.manual_seed(0)
+    config = TrainConfig(latent_dim=8, d_width=8, g_width=8, feature_dim=16)
+    model = CatGAN(config, (1, 8, 8), num_clusters=10)
+    batch = Batch(
+        x_lab=torch.rand(10, 1, 8, 8) * 2 - 1, y_lab=torch.arange(10), x_unl=torch.rand(32, 1, 8, 8) * 2 - 1
+    )
+    return config, model, batch
+
+
+def _copy_parameters(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def _changed(before, module):
+    return any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
+
+
+def test_discriminator_step_updates_only_d_and_returns_finite_terms(model_and_batch):
+    config, model, batch = model_and_batch
+    opt_d, _ = make_optimizers(model, config)
+    d_before, g_before = _copy_parameters(model.discriminator), _copy_parameters(model.generator)
+    terms = discriminator_step(model, opt_d, batch, lam=1.0)
+    assert set(terms) >= {"loss_d", "cross_entropy", "accuracy_lab", "marginal_entropy_real"}
+    assert all(math.isfinite(float(value)) for value in terms.values())
+    assert _changed(d_before, model.discriminator)
+    assert not _changed(g_before, model.generator)
+
+
+def test_generator_step_updates_only_g_and_leaves_d_untouched(model_and_batch):
+    config, model, _ = model_and_batch
+    _, opt_g = make_optimizers(model, config)
+    d_before, g_before = _copy_parameters(model.discriminator), _copy_parameters(model.generator)
+    running_mean = model.discriminator.convs[1].running_mean.clone()
+    terms = generator_step(model, opt_g, batch_size=32)
+    assert set(terms) == {"loss_g", "marginal_entropy_fake", "conditional_entropy_fake"}
+    assert _changed(g_before, model.generator)
+    assert not _changed(d_before, model.discriminator)
+    assert all(p.grad is None for p in model.discriminator.parameters())
+    assert torch.equal(model.discriminator.convs[1].running_mean, running_mean)  # fakes do not move D's statistics
+
+
+def test_discriminator_statistics_come_from_real_data_only(model_and_batch):
+    _, _, batch = model_and_batch
+    config = TrainConfig(latent_dim=8, d_width=8, g_width=8, feature_dim=16, d_noise=0.0)
+    model = CatGAN(config, (1, 8, 8), num_clusters=10)
+    twin = copy.deepcopy(model)
+    opt_d, _ = make_optimizers(model, config)
+    discriminator_step(model, opt_d, batch, lam=1.0)
+    twin.discriminator.train()(torch.cat([batch.x_unl, batch.x_lab]))  # the real images alone
+    norms = [(a, b) for a, b in zip(model.discriminator.modules(), twin.discriminator.modules()) if hasattr(a, "running_mean")]
+    assert len(norms) == 3
+    for stepped, real_only in norms:
+        assert torch.allclose(stepped.running_mean, real_only.running_mean, atol=1e-6)
+        assert torch.allclose(stepped.running_var, real_only.running_var, atol=1e-6)
+
+
+def test_supervised_step_lowers_the_cross_entropy(model_and_batch):
+    config, model, batch = model_and_batch
+    opt_d, _ = make_optimizers(model, config)
+    first = float(supervised_step(model, opt_d, batch)["cross_entropy"])
+    for _ in range(20):
+        last = float(supervised_step(model, opt_d, batch)["cross_entropy"])
+    assert last < first
+
+
+def test_index_cycler_visits_every_index_once_per_pass():
+    cycler = IndexCycler(torch.arange(10, 20), batch_size=3, generator=torch.Generator().manual_seed(0))
+    first_pass = torch.cat([cycler() for _ in range(3)])  # 10 // 3 = 3 full batches
+    assert len(first_pass.unique()) == 9 and set(first_pass.tolist()) <= set(range(10, 20))
+    second_pass = torch.cat([cycler() for _ in range(3)])
+    assert len(second_pass.unique()) == 9 and not torch.equal(first_pass, second_pass)
+
+
+def test_a_run_writes_its_files(make_config, digits):
+    result = train(make_config(), data=digits, log=lambda message: None)
+    run_dir = result.run_dir
+    names = {p.name for p in run_dir.iterdir()}
+    assert names == {"config.json", "metrics.jsonl", "labelled_indices.json", "checkpoint.pt", "samples.png", "summary.json"}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert 0 <= summary["test_error"] <= 100 and summary["wall_seconds"] > 0
+    assert summary["steps"] == 2 * (1198 // 50) and summary["labelled"] == 50
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["epochs"] == 2 and config["labels_per_class"] == 5
+    indices = json.loads((run_dir / "labelled_indices.json").read_text())["indices"]
+    assert np.bincount(digits.y_train[indices].numpy()).tolist() == [5] * 10
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "d" in r]
+    assert steps[0]["step"] == 5 and steps[-1]["step"] == summary["steps"]
+    assert {"loss_d", "cross_entropy", "conditional_entropy_fake"} <= set(steps[-1]["d"])
+    assert records[-1]["split"] == "test" and records[-1]["test_error"] == summary["test_error"]
+    checkpoint = load_checkpoint(run_dir)
+    assert checkpoint["config"] == config and checkpoint["step"] == summary["steps"]
+    from PIL import Image
+
+    with Image.open(run_dir / "samples.png") as image:
+        assert image.size[0] >= 10 * 32
+
+
+def test_same_seed_same_numbers_and_weights(make_config, digits):
+    first = train(make_config(name="a"), data=digits, log=lambda message: None)
+    second = train(make_config(name="b"), data=digits, log=lambda message: None)
+    other = train(make_config(name="c", seed=1), data=digits, log=lambda message: None)
+    assert first.summary["test_error"] == second.summary["test_error"]
+    metrics = [(r.run_dir / "metrics.jsonl").read_text() for r in (first, second)]
+    strip = [[{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in m.splitlines()] for m in metrics]
+    assert strip[0] == strip[1]
+    weights = [load_checkpoint(r.run_dir)["discriminator"] for r in (first, second, other)]
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+    assert not all(torch.equal(weights[0][name], weights[2][name]) for name in weights[0])
+
+
+def test_clustering_run_reports_clustering_metrics(make_config, digits):
+    summary = train(make_config(labels_per_class=0), data=digits, log=lambda message: None).summary
+    assert {"clustering_accuracy", "nmi", "ari"} <= set(summary) and "many_to_one_accuracy" not in summary
+    assert summary["test_error"] == pytest.approx(100 - summary["clustering_accuracy"])
+    assert 0 <= summary["nmi"] <= 1 and summary["labelled"] == 0
+
+
+@pytest.mark.parametrize("k", [3, 20])
+def test_any_k_without_labels(make_config, digits, k):
+    result = train(make_config(labels_per_class=0, clusters=k, epochs=1), data=digits, log=lambda message: None)
+    assert result.summary["clusters"] == k
+    assert ("many_to_one_accuracy" in result.summary) == (k > 10)
+    _, model = load_run(result.run_dir)
+    assert model.num_clusters == k
+
+
+def test_labels_need_k_equal_to_the_classes(make_config, digits):
+    with pytest.raises(CatGANError, match="clusters must equal the number of classes"):
+        Trainer(make_config(clusters=5), digits)
+
+
+def test_supervised_baseline_uses_the_same_labels_and_updates(make_config, digits):
+    catgan = train(make_config(name="catgan"), data=digits, log=lambda message: None)
+    baseline = train(make_config(name="baseline", method="supervised"), data=digits, log=lambda message: None)
+    assert baseline.summary["steps"] == catgan.summary["steps"]
+    read = lambda r: json.loads((r.run_dir / "labelled_indices.json").read_text())["indices"]  # noqa: E731
+    assert read(baseline) == read(catgan)
+    assert "samples.png" not in {p.name for p in baseline.run_dir.iterdir()}
+    assert 0 <= baseline.summary["test_error"] < 90
