@@ -1,0 +1,32 @@
+"""catgan: Categorical GANs for semi-supervised classification with few labels, and for clustering.
+
+Reference: J. T. Springenberg, "Unsupervised and Semi-supervised Learning with Categorical
+Generative Adversarial Networks", ICLR 2016, arXiv:1511.06390.
+"""
+
+__version__ = "0.1.0"
+
+from catgan.config import CatGANError, TrainConfig  # noqa: E402
+from catgan.data import ImageData, labelled_indices, load_dataset  # noqa: E402
+from catgan.losses import conditional_entropy, discriminator_loss, generator_loss, marginal_entropy  # noqa: E402
+from catgan.models import CatGAN, Discriminator, Generator  # noqa: E402
+from catgan.train import Trainer, evaluate, train  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "CatGAN",
+    "CatGANError",
+    "Discriminator",
+    "Generator",
+    "ImageData",
+    "TrainConfig",
+    "Trainer",
+    "conditional_entropy",
+    "discriminator_loss",
+    "evaluate",
+    "generator_loss",
+    "labelled_indices",
+    "load_dataset",
+    "marginal_entropy",
+    "train",
+]

@@ -1,0 +1,184 @@
+"""The ``catgan`` command: ``train``, ``evaluate`` and ``sample``.
+
+A thin layer over the library: each handler builds a `TrainConfig` or opens a run directory and
+calls library functions. Bad input ends with one line on stderr and exit status 2; an interrupt
+(Ctrl-C) saves a checkpoint and exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from catgan.config import DATASETS, DEFAULT_EPOCHS, METHODS, CatGANError, TrainConfig
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage block), with exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
+def _add(parser: argparse.ArgumentParser, field: str, help: str, **kwargs) -> None:
+    """A ``--flag`` for config field ``field``; its default (None) leaves the config's own."""
+    default = _DEFAULTS[field]
+    shown = f" (default: {default})" if default not in (None, False, True) else ""
+    parser.add_argument(f"--{field.replace('_', '-')}", dest=field, default=None, help=help + shown, **kwargs)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="catgan",
+        description="Categorical GANs (Springenberg, ICLR 2016) for semi-supervised classification and clustering.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    train = commands.add_parser(
+        "train",
+        help="train a CatGAN and report its test error",
+        description="Train a CatGAN on a fixed schedule, then report its error on the test split. "
+        "With no options: scikit-learn's digits with 5 labels per class.",
+    )
+    train.set_defaults(handler=_train)
+    data = train.add_argument_group("data")
+    _add(data, "dataset", "dataset to train on", choices=DATASETS)
+    _add(data, "data_dir", "folder holding the data (for `arrays`: an .npz file with x_train, y_train, x_test, y_test)")
+    data.add_argument("--download", action="store_const", const=True, default=None,
+                      help="let torchvision download the dataset into --data-dir")
+    _add(data, "image_size", "`folder` only: resize images to this many pixels square", type=int)
+    _add(data, "labels_per_class", "labelled images per class; 0 trains without labels (clustering)", type=int)
+    _add(data, "method", "catgan, or supervised: the same discriminator trained by cross-entropy on the labelled "
+         "images alone, for the same number of updates (the baseline)", choices=METHODS)
+    model = train.add_argument_group("objective and networks")
+    _add(model, "clusters", "K, the number of clusters (default: the number of classes; any K >= 2 without labels)", type=int)
+    _add(model, "lam", "weight of the supervised cross-entropy in the discriminator's loss", type=float)
+    _add(model, "latent_dim", "size of the generator's Gaussian latent vector", type=int)
+    _add(model, "d_width", "channels of the discriminator's first layer", type=int)
+    _add(model, "g_width", "channels of the generator's last hidden layer", type=int)
+    _add(model, "feature_dim", "size of the discriminator's penultimate layer", type=int)
+    _add(model, "d_noise", "std of the Gaussian noise on the discriminator's hidden activations", type=float)
+    schedule = train.add_argument_group("schedule")
+    epochs = ", ".join(f"{name} {n}" for name, n in DEFAULT_EPOCHS.items())
+    _add(schedule, "epochs", f"passes over the training images (default per dataset: {epochs})", type=int)
+    _add(schedule, "batch_size", "unlabelled and generated images per step", type=int)
+    _add(schedule, "lr", "Adam learning rate", type=float)
+    _add(schedule, "beta1", "Adam beta1", type=float)
+    _add(schedule, "beta2", "Adam beta2", type=float)
+    _add(schedule, "seed", "seed of the labelled subset, initialisation and batches", type=int)
+    _add(schedule, "device", "auto, cpu, cuda or cuda:N")
+    output = train.add_argument_group("output")
+    _add(output, "out_dir", "parent folder of run directories")
+    _add(output, "name", "run directory name (default: dataset, labels, seed and time); an existing one is refused")
+    _add(output, "eval_every", "also evaluate on the test split every N epochs, for the log only", type=int)
+    _add(output, "log_every", "log loss terms every N steps", type=int)
+    output.add_argument("--no-progress", dest="progress", action="store_const", const=False, default=None,
+                        help="hide the progress bar")
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="evaluate a finished run on its test split",
+        description="Rebuild a run's discriminator from its checkpoint and report its figures on the test split.",
+    )
+    evaluate.set_defaults(handler=_evaluate)
+    evaluate.add_argument("run", metavar="RUN", help="run directory")
+    evaluate.add_argument("--data-dir", help="where the data is now (default: as when trained)")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+
+    sample = commands.add_parser(
+        "sample",
+        help="draw images from a run's generator",
+        description="Draw images from a run's generator into a PNG grid.",
+    )
+    sample.set_defaults(handler=_sample)
+    sample.add_argument("run", metavar="RUN", help="run directory")
+    sample.add_argument("--num", type=int, default=100, help="number of images (default: 100)")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the latent noise (default: 0)")
+    sample.add_argument("--out", help="PNG file to write (default: RUN/samples-seed<SEED>.png)")
+    sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from catgan.train import train
+
+    options = {name: value for name, value in vars(args).items() if name in _DEFAULTS and value is not None}
+    config = TrainConfig(**options)
+    result = train(config)
+    _print_figures(result.summary, len(result.data.x_test))
+    files = ", ".join(sorted(p.name for p in result.run_dir.iterdir()))
+    print(f"wrote {result.run_dir}: {files}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from catgan.runs import load_run
+    from catgan.data import load_dataset
+    from catgan.train import evaluate, resolve_device
+
+    config, model = load_run(args.run, resolve_device(args.device))
+    if args.data_dir is not None:
+        config = dataclasses.replace(config, data_dir=args.data_dir, download=False)
+    data = load_dataset(config)
+    if data.image_shape != model.image_shape:
+        raise CatGANError(f"the run was trained on images {model.image_shape}, but {config.dataset} holds {data.image_shape}")
+    _print_figures(evaluate(model, data.x_test, data.y_test, config.uses_labels), len(data.x_test))
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from catgan.runs import load_run, save_image_grid
+    from catgan.train import resolve_device
+
+    if args.num < 1:
+        raise CatGANError(f"--num must be at least 1, got {args.num}")
+    config, model = load_run(args.run, resolve_device(args.device))
+    out = Path(args.out) if args.out else Path(args.run) / f"samples-seed{args.seed}.png"
+    z = torch.randn(args.num, config.latent_dim, generator=torch.Generator().manual_seed(args.seed))
+    model.eval()
+    with torch.no_grad():
+        images = model.generator(z.to(next(model.parameters()).device))
+    try:
+        save_image_grid(images, out)
+    except (OSError, ValueError) as err:
+        raise CatGANError(f"cannot write {out}: {err}") from None
+    print(f"wrote {args.num} samples to {out}")
+    return 0
+
+
+def _print_figures(figures: dict, test_images: int) -> None:
+    if "clustering_accuracy" in figures:
+        line = (f"clustering accuracy (one-to-one): {figures['clustering_accuracy']:.2f}%  "
+                f"NMI {figures['nmi']:.3f}  ARI {figures['ari']:.3f}")
+        if "many_to_one_accuracy" in figures:
+            line += f"  many-to-one accuracy: {figures['many_to_one_accuracy']:.2f}%"
+        print(f"{line}  ({test_images} test images)")
+    else:
+        print(f"test error: {figures['test_error']:.2f}% ({test_images} test images)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``catgan`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return args.handler(args)
+    except CatGANError as err:
+        print(f"catgan {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"catgan {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,136 @@
+"""The catgan command: help, a smoke run of each subcommand, and one-line errors for bad input."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from catgan.cli import main
+
+TINY = ["--epochs", "1", "--batch-size", "50", "--latent-dim", "8", "--d-width", "8", "--g-width", "8",
+        "--feature-dim", "16", "--device", "cpu", "--no-progress"]
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished tiny run on digits, made through the CLI."""
+    out_dir = tmp_path_factory.mktemp("runs")
+    assert main(["train", *TINY, "--out-dir", str(out_dir), "--name", "earlier"]) == 0
+    return out_dir / "earlier"
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["evaluate", "--help"], ["sample", "--help"]])
+def test_help_everywhere(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 0
+    assert "usage: catgan" in capsys.readouterr().out
+
+
+def test_train_help_lists_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--dataset", "--data-dir", "--download", "--labels-per-class", "--clusters", "--lam", "--epochs",
+                 "--batch-size", "--lr", "--seed", "--device", "--out-dir", "--method"):
+        assert flag in text
+
+
+def test_train_prints_the_test_error_and_writes_the_run(finished_run, capsys):
+    summary = json.loads((finished_run / "summary.json").read_text())
+    assert (finished_run / "samples.png").is_file()
+    assert main(["evaluate", str(finished_run), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert f"test error: {summary['test_error']:.2f}%" in out  # the checkpoint reproduces the summary
+
+
+def test_sample_writes_a_png(finished_run, tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    assert main(["sample", str(finished_run), "--num", "16", "--out", str(out), "--device", "cpu"]) == 0
+    from PIL import Image
+
+    with Image.open(out) as image:
+        assert image.size == (4 * 34 + 2, 4 * 34 + 2)  # 4 x 4 tiles of 8x8 enlarged to 32, 2 px padding
+    assert "wrote 16 samples" in capsys.readouterr().out
+
+
+def test_clustering_from_the_cli(tmp_path, capsys):
+    argv = ["train", *TINY, "--labels-per-class", "0", "--clusters", "20", "--out-dir", str(tmp_path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "clustering accuracy (one-to-one)" in out and "many-to-one accuracy" in out
+
+
+def _bad_inputs(tmp_path: Path, finished_run: Path) -> list[tuple[list[str], str]]:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = ["--out-dir", str(tmp_path / "runs")]
+    cases = [
+        (["train", "--dataset", "imagenet"], "invalid choice: 'imagenet'"),
+        (["train", "--dataset", "mnist", "--data-dir", str(empty), *out], "mnist not found"),
+        (["train", "--dataset", "fashion-mnist", "--data-dir", str(empty), *out], "fashion-mnist not found"),
+        (["train", "--dataset", "arrays", "--data-dir", str(tmp_path / "absent.npz"), *out], "no such file"),
+        (["train", "--dataset", "folder", "--data-dir", str(tmp_path / "absent"), *out], "no such folder"),
+        (["train", "--dataset", "cifar10", "--data-dir", str(empty), *out], "could not find cifar10"),
+        (["train", "--labels-per-class", "1000", *out], "more than the training split holds"),
+        (["train", "--labels-per-class", "-1", *out], "labels_per_class must be an integer >= 0"),
+        (["train", "--lam", "-0.5", *out], "lam must be a number >= 0"),
+        (["train", "--lam", "nan", *out], "lam must be a number >= 0"),
+        (["train", "--lam", "abc"], "invalid float value: 'abc'"),
+        (["train", "--clusters", "1", "--labels-per-class", "0", *out], "clusters (K) must be an integer >= 2"),
+        (["train", "--clusters", "5", *out], "clusters must equal the number of classes"),
+        (["train", "--out-dir", str(a_file / "runs")], "not writable"),
+        (["train", "--out-dir", str(finished_run.parent), "--name", finished_run.name], "already exists"),
+        (["train", "--epochs", "0", *out], "epochs must be a positive integer"),
+        (["train", "--batch-size", "5000", *out], "exceeds the 1198 training images"),
+        (["train", "--lr", "0", *out], "lr must be a number > 0"),
+        (["train", "--device", "tpu", *out], "device must be auto, cpu, cuda"),
+        (["train", "--method", "supervised", "--labels-per-class", "0", *out], "needs labels"),
+        (["train", "--name", "a/b", *out], "plain folder name"),
+        (["evaluate", str(tmp_path / "nowhere")], "no such run directory"),
+        (["evaluate", str(empty)], "not a catgan run directory"),
+        (["sample", str(tmp_path / "nowhere")], "no such run directory"),
+        (["sample", str(finished_run), "--num", "0"], "--num must be at least 1"),
+        (["sample", str(finished_run), "--out", str(a_file / "x.png"), "--device", "cpu"], "cannot write"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((["train", "--device", "cuda", *out], "CUDA is not available"))
+    return cases
+
+
+def test_bad_input_gives_one_line_and_status_2_and_keeps_earlier_runs(tmp_path, finished_run, capsys):
+    before = _snapshot(finished_run)
+    for argv, message in _bad_inputs(tmp_path, finished_run):
+        try:
+            status = main(argv)
+        except SystemExit as exit_info:  # argparse errors
+            status = exit_info.code
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert status == 2, (argv, err)
+        assert len(lines) == 1, (argv, err)
+        assert message in lines[0], (argv, lines[0])
+        assert "Traceback" not in err
+    assert _snapshot(finished_run) == before
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # no half-made run
+
+
+def test_the_console_script_and_module_entry_point(tmp_path):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    bad = subprocess.run([sys.executable, "-m", "catgan", "train", "--lam", "-1", "--out-dir", str(tmp_path)],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "catgan train: error: lam must be a number >= 0, got -1.0"
+    assert bad.stdout == ""
