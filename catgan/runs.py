@@ -54,7 +54,8 @@ def plan_run_dir(config: TrainConfig) -> Path:
             raise CatGANError(f"run directory {run_dir} already exists; choose another --name")
         return run_dir
     labels = f"{config.labels_per_class}lpc" if config.labels_per_class else f"k{config.clusters or 'auto'}"
-    stem = f"{config.dataset}-{labels}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    method = "" if config.method == "catgan" else f"-{config.method}"
+    stem = f"{config.dataset}-{labels}{method}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir, suffix = out_dir / stem, 2
     while run_dir.exists():
         run_dir, suffix = out_dir / f"{stem}-{suffix}", suffix + 1

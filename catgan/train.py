@@ -218,8 +218,9 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = CatGAN(self.config, data.image_shape, self.num_clusters).to(self.device)
         self.opt_d, self.opt_g = make_optimizers(self.model, self.config)
-        self.x_train = data.x_train.to(self.device)
-        self.y_train = data.y_train.to(self.device)
+        self.storage = _storage_device(data.x_train, self.device)
+        pin = self.storage != self.device  # host memory, copied to the GPU batch by batch
+        self.x_train, self.y_train = (t.pin_memory() if pin else t.to(self.storage) for t in (data.x_train, data.y_train))
         self.step = 0
         self.epoch = 0
 
@@ -237,9 +238,9 @@ class Trainer:
         order = torch.Generator().manual_seed(config.seed)
         next_unlabelled = next_labelled = None
         if config.method == "catgan":
-            next_unlabelled = IndexCycler(torch.arange(len(self.x_train), device=self.device), config.batch_size, order)
+            next_unlabelled = IndexCycler(torch.arange(len(self.x_train), device=self.storage), config.batch_size, order)
         if config.uses_labels:
-            labelled = torch.from_numpy(self.labelled).to(self.device)
+            labelled = torch.from_numpy(self.labelled).to(self.storage)
             next_labelled = IndexCycler(labelled, min(config.batch_size, len(labelled)), order)
         total = config.epochs * self.steps_per_epoch
         bar = _progress_bar(total, config)
@@ -292,7 +293,7 @@ class Trainer:
         if cycler is None:
             return None, None
         index = cycler()
-        return self.x_train[index], self.y_train[index]
+        return self.x_train[index].to(self.device, non_blocking=True), self.y_train[index].to(self.device, non_blocking=True)
 
     def evaluate_test(self) -> dict[str, float]:
         """The test-split figures of the current model (see `evaluate`)."""
@@ -348,6 +349,15 @@ class Trainer:
         bar.set_postfix({name: f"{value:.3f}" for name, value in shown.items() if value is not None}, refresh=False)
 
 
+def _storage_device(x: Tensor, device: torch.device) -> torch.device:
+    """Where training images ``x`` are held: on the training device when they take at most half
+    of its free memory, else in host memory."""
+    if device.type != "cuda":
+        return device
+    free, _ = torch.cuda.mem_get_info(device)
+    return device if x.element_size() * x.nelement() <= free // 2 else torch.device("cpu")
+
+
 def _progress_bar(total: int, config: TrainConfig):
     from tqdm.auto import tqdm
 
@@ -384,6 +394,6 @@ def train(config: TrainConfig, data: ImageData | None = None, log=print) -> RunR
     trainer = Trainer(config, data, run_dir)
     runs.create_run_dir(run_dir)
     log(f"run directory: {run_dir}  (device {_device_description(trainer.device)}, "
-        f"{len(trainer.labelled)} labelled images, K = {trainer.num_clusters}, {trainer.config.epochs} epochs)")
+        f"{len(trainer.labelled)} labelled images, K = {trainer.num_clusters}, epochs: {trainer.config.epochs})")
     summary = trainer.fit()
     return RunResult(run_dir, summary, data)
