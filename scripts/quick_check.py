@@ -5,7 +5,8 @@
 3. one epoch of MNIST with 10 labels per class, loaded through torchvision from a copy of the
    original MNIST files (torchvision checks their md5 and extracts them; no network is used).
 
-Writes results/quick-check.json and results/quick-check.md. Usage:
+Writes results/quick-check.json, results/quick-check.md and the main job's samples as
+results/quick-check-samples.png. Usage:
 
     python scripts/quick_check.py [--mnist-dir ../shared/data/mnist] [--work-dir DIR]
 """
@@ -42,7 +43,8 @@ def run(name: str, args: list[str], work_dir: Path) -> dict:
     run_dir = Path(last[len("wrote ") : last.rindex(": ")])
     summary = json.loads((work_dir / run_dir / "summary.json").read_text())
     print(done.stdout.strip().splitlines()[-2], f"(command: {seconds:.1f} s)", flush=True)
-    return {"name": name, "command": "catgan " + " ".join(args), "command_seconds": round(seconds, 1), **summary}
+    return {"name": name, "command": "catgan " + " ".join(args), "command_seconds": round(seconds, 1),
+            "run_dir": str(work_dir / run_dir), **summary}
 
 
 def main() -> None:
@@ -86,6 +88,7 @@ def main() -> None:
         lines.append(f"| {row['name']} | `{row['command']}` | {row['test_error']:.2f} | {row['wall_seconds']:.0f} | "
                      f"{row['command_seconds']:.0f} | {row['device']} |")
     (out / "quick-check.md").write_text("\n".join(lines) + "\n")
+    shutil.copy(Path(rows[0]["run_dir"]) / "samples.png", out / "quick-check-samples.png")
     print("\n".join(lines))
 
 
