@@ -51,7 +51,8 @@ def _build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_train)
     data = train.add_argument_group("data")
     _add(data, "dataset", "dataset to train on", choices=DATASETS)
-    _add(data, "data_dir", "folder holding the data (for `arrays`: an .npz file with x_train, y_train, x_test, y_test)")
+    _add(data, "data_dir", "folder holding the data (default: ./data, and for fashion-mnist also Debian's "
+         "/usr/share/datasets/fashion-mnist); for `arrays`, an .npz file with x_train, y_train, x_test, y_test")
     data.add_argument("--download", action="store_const", const=True, default=None,
                       help="let torchvision download the dataset into --data-dir")
     _add(data, "image_size", "`folder` only: resize images to this many pixels square", type=int)
@@ -83,27 +84,27 @@ def _build_parser() -> argparse.ArgumentParser:
     output.add_argument("--no-progress", dest="progress", action="store_const", const=False, default=None,
                         help="hide the progress bar")
 
-    evaluate = commands.add_parser(
-        "evaluate",
-        help="evaluate a finished run on its test split",
-        description="Rebuild a run's discriminator from its checkpoint and report its figures on the test split.",
+    evaluate = _run_command(
+        commands, "evaluate", _evaluate, "evaluate a finished run on its test split",
+        "Rebuild a run's discriminator from its checkpoint and report its figures on the test split.",
     )
-    evaluate.set_defaults(handler=_evaluate)
-    evaluate.add_argument("run", metavar="RUN", help="run directory")
     evaluate.add_argument("--data-dir", help="where the data is now (default: as when trained)")
-    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-
-    sample = commands.add_parser(
-        "sample",
-        help="draw images from a run's generator",
-        description="Draw images from a run's generator into a PNG grid.",
+    sample = _run_command(
+        commands, "sample", _sample, "draw images from a run's generator",
+        "Draw images from a run's generator into a PNG grid.",
     )
-    sample.set_defaults(handler=_sample)
-    sample.add_argument("run", metavar="RUN", help="run directory")
     sample.add_argument("--num", type=int, default=100, help="number of images (default: 100)")
     sample.add_argument("--seed", type=int, default=0, help="seed of the latent noise (default: 0)")
     sample.add_argument("--out", help="PNG file to write (default: RUN/samples-seed<SEED>.png)")
-    sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    return parser
+
+
+def _run_command(commands, name: str, handler, help: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand that opens a finished run: RUN and --device."""
+    parser = commands.add_parser(name, help=help, description=description)
+    parser.set_defaults(handler=handler)
+    parser.add_argument("run", metavar="RUN", help="run directory")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     return parser
 
 

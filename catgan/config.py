@@ -34,7 +34,7 @@ class TrainConfig:
     """Every option of a training run. Saved as ``config.json`` and inside each checkpoint."""
 
     dataset: str = "digits"  # one of DATASETS
-    data_dir: str = "data"  # where the data is (for `arrays`: an .npz file or a folder holding one)
+    data_dir: str | None = None  # where the data is; None: ./data (and Debian's folder for fashion-mnist)
     download: bool = False  # let torchvision download the dataset into data_dir
     image_size: int = 32  # `folder` only: images are resized to image_size x image_size
     labels_per_class: int = 5  # labelled images per class; 0 trains without labels (clustering)

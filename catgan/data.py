@@ -9,8 +9,9 @@ Sources:
   two-thirds training and one-third test set with a fixed seed (the same split for every run).
 - ``mnist`` and ``fashion-mnist``: torchvision's MNIST / FashionMNIST under ``data_dir`` (with
   ``download`` for users who are online); offline, the four IDX files (``.gz`` or not) directly
-  in ``data_dir`` or in torchvision's ``<data_dir>/<Name>/raw``. Fashion-MNIST is also found in the
-  Debian package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``).
+  in ``data_dir`` or in torchvision's ``<data_dir>/<Name>/raw``. Without a ``data_dir``,
+  Fashion-MNIST is also looked for in the Debian package ``dataset-fashion-mnist``
+  (``/usr/share/datasets/fashion-mnist``).
 - ``cifar10``: ``cifar10.npz`` (x_train, y_train, x_test, y_test) in ``data_dir``, else
   torchvision's CIFAR10.
 - ``svhn``: torchvision's SVHN (``train`` and ``test`` splits).
@@ -35,6 +36,7 @@ from catgan.config import CatGANError, TrainConfig
 
 __all__ = ["ImageData", "load_dataset", "labelled_indices", "read_idx"]
 
+DEFAULT_DATA_DIR = Path("data")  # when the configuration names no data_dir
 FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 ARRAY_KEYS = ("x_train", "y_train", "x_test", "y_test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -199,6 +201,15 @@ def load_dataset(config: TrainConfig) -> ImageData:
     return loaders[config.dataset](config)
 
 
+def _data_dir(config: TrainConfig, required: bool = False) -> Path:
+    """The configuration's data folder (or file), ``./data`` when it names none."""
+    if config.data_dir is None:
+        if required:
+            raise CatGANError(f"--dataset {config.dataset} needs --data-dir to say where the data is")
+        return DEFAULT_DATA_DIR
+    return Path(config.data_dir).expanduser()
+
+
 def _load_digits(config: TrainConfig) -> ImageData:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -233,7 +244,7 @@ def _load_mnist_like(config: TrainConfig) -> ImageData:
     from torchvision import datasets
 
     torchvision_class = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST}[config.dataset]
-    root = Path(config.data_dir).expanduser()
+    root = _data_dir(config)
     raw_dir = root / torchvision_class.__name__ / "raw"
     extracted = all((raw_dir / stem).is_file() for stem in _IDX_FILES)
     if config.download or extracted:
@@ -248,7 +259,7 @@ def _load_mnist_like(config: TrainConfig) -> ImageData:
             source=f"torchvision {torchvision_class.__name__} in {root}",
         )
     folders = [root, raw_dir]
-    if config.dataset == "fashion-mnist":
+    if config.dataset == "fashion-mnist" and config.data_dir is None:
         folders.append(FASHION_MNIST_DEBIAN_DIR)
     for folder in folders:
         files = _find_idx_files(folder)
@@ -271,13 +282,13 @@ def _torchvision(dataset_class, config: TrainConfig, **kwargs):
     except Exception as err:  # torchvision raises RuntimeError, URLError, OSError, ... here
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         action = "download" if config.download else "find"
-        raise CatGANError(f"could not {action} {config.dataset} in {config.data_dir}: {reason}") from None
+        raise CatGANError(f"could not {action} {config.dataset} in {kwargs['root']}: {reason}") from None
 
 
 def _load_cifar10(config: TrainConfig) -> ImageData:
     from torchvision import datasets
 
-    root = Path(config.data_dir).expanduser()
+    root = _data_dir(config)
     if (root / "cifar10.npz").is_file():
         return _load_npz(root / "cifar10.npz", name="cifar10")
     train = _torchvision(datasets.CIFAR10, config, root=str(root), train=True)
@@ -291,7 +302,7 @@ def _load_cifar10(config: TrainConfig) -> ImageData:
 def _load_svhn(config: TrainConfig) -> ImageData:
     from torchvision import datasets
 
-    root = str(Path(config.data_dir).expanduser())
+    root = str(_data_dir(config))
     train = _torchvision(datasets.SVHN, config, root=root, split="train")
     test = _torchvision(datasets.SVHN, config, root=root, split="test")
     return ImageData.from_arrays(
@@ -300,7 +311,7 @@ def _load_svhn(config: TrainConfig) -> ImageData:
 
 
 def _load_npz_from_config(config: TrainConfig) -> ImageData:
-    path = Path(config.data_dir).expanduser()
+    path = _data_dir(config, required=True)
     if path.is_dir():
         candidates = sorted(path.glob("*.npz"))
         if len(candidates) != 1:
@@ -326,7 +337,7 @@ def _load_npz(path: Path, name: str) -> ImageData:
 
 
 def _load_folder(config: TrainConfig) -> ImageData:
-    root = Path(config.data_dir).expanduser()
+    root = _data_dir(config, required=True)
     if not root.is_dir():
         raise CatGANError(f"no such folder: {root}")
     size = config.image_size

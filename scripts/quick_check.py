@@ -5,8 +5,8 @@
 3. one epoch of MNIST with 10 labels per class, loaded through torchvision from a copy of the
    original MNIST files (torchvision checks their md5 and extracts them; no network is used).
 
-Writes results/quick-check.json, results/quick-check.md and the main job's samples as
-results/quick-check-samples.png. Usage:
+Writes results/quick-check.json, results/quick-check.md, and the main job's terminal output and
+samples as results/quick-check-main-job.txt and results/quick-check-samples.png. Usage:
 
     python scripts/quick_check.py [--mnist-dir ../shared/data/mnist] [--work-dir DIR]
 """
@@ -43,8 +43,9 @@ def run(name: str, args: list[str], work_dir: Path) -> dict:
     run_dir = Path(last[len("wrote ") : last.rindex(": ")])
     summary = json.loads((work_dir / run_dir / "summary.json").read_text())
     print(done.stdout.strip().splitlines()[-2], f"(command: {seconds:.1f} s)", flush=True)
+    final_bar = done.stderr.replace("\r", "\n").strip().splitlines()[-1]
     return {"name": name, "command": "catgan " + " ".join(args), "command_seconds": round(seconds, 1),
-            "run_dir": str(work_dir / run_dir), **summary}
+            "run_dir": str(work_dir / run_dir), "output": done.stdout, "final_progress_bar": final_bar, **summary}
 
 
 def main() -> None:
@@ -65,7 +66,8 @@ def main() -> None:
         run("MNIST, 1 epoch, 10 labels per class", ["train", "--dataset", "mnist", "--labels-per-class", "10",
                                                     "--epochs", "1", "--data-dir", "mnist", "--download"], work_dir),
     ]
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    git = lambda *words: subprocess.run(["git", *words], cwd=REPO, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    commit = git("rev-parse", "HEAD") + (" (with uncommitted changes)" if git("status", "--porcelain", "--", "catgan") else "")
     meta = {
         "script": "python scripts/quick_check.py",
         "git_commit": commit,
@@ -78,7 +80,7 @@ def main() -> None:
     lines = [
         "# Quick check of the foundation",
         "",
-        f"Made by `{meta['script']}` at commit `{commit[:10]}`; torch {meta['torch_version']}; {meta['cpu']}.",
+        f"Made by `{meta['script']}` at commit `{commit}`; torch {meta['torch_version']}; {meta['cpu']}.",
         "One seed (0) each: quick figures, not the protocol results (see PROTOCOLS.md for those).",
         "",
         "| run | command | test error % | training s | whole command s | device |",
@@ -89,6 +91,8 @@ def main() -> None:
                      f"{row['command_seconds']:.0f} | {row['device']} |")
     (out / "quick-check.md").write_text("\n".join(lines) + "\n")
     shutil.copy(Path(rows[0]["run_dir"]) / "samples.png", out / "quick-check-samples.png")
+    main_job = rows[0]
+    (out / "quick-check-main-job.txt").write_text(f"$ {main_job['command']}\n{main_job['final_progress_bar']}\n{main_job['output']}")
     print("\n".join(lines))
 
 

@@ -110,6 +110,8 @@ def test_npz_missing_keys_or_file(tmp_path):
         load_dataset(TrainConfig(dataset="arrays", data_dir=str(tmp_path / "bad.npz")))
     with pytest.raises(CatGANError, match="no such file"):
         load_dataset(TrainConfig(dataset="arrays", data_dir=str(tmp_path / "absent.npz")))
+    with pytest.raises(CatGANError, match="needs --data-dir"):
+        load_dataset(TrainConfig(dataset="arrays"))
 
 
 def _write_images(folder, classes, per_class, mode="RGB", size=(10, 12)):
@@ -197,3 +199,16 @@ def test_mnist_through_torchvision_matches_the_raw_idx_files(mnist_dir, mnist_to
     assert "IDX" in from_idx.source
     assert torch.equal(from_idx.x_train, through_torchvision.x_train)
     assert torch.equal(from_idx.y_test, through_torchvision.y_test)
+
+
+def test_fashion_mnist_from_the_debian_package(tmp_path, monkeypatch):
+    from catgan.data import FASHION_MNIST_DEBIAN_DIR
+
+    if not FASHION_MNIST_DEBIAN_DIR.is_dir():
+        pytest.skip(f"{FASHION_MNIST_DEBIAN_DIR} is absent: apt-get install dataset-fashion-mnist (.ci/run does)")
+    monkeypatch.chdir(tmp_path)  # no ./data here
+    data = load_dataset(TrainConfig(dataset="fashion-mnist"))  # no data_dir: Debian's folder is looked in
+    assert str(FASHION_MNIST_DEBIAN_DIR) in data.source
+    assert data.x_train.shape == (60000, 1, 28, 28) and data.x_test.shape == (10000, 1, 28, 28)
+    assert torch.bincount(data.y_train).tolist() == [6000] * 10
+    assert torch.bincount(data.y_test).tolist() == [1000] * 10
