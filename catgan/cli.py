@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 from pathlib import Path
 
-from catgan.config import DATASETS, DEFAULT_EPOCHS, METHODS, CatGANError, TrainConfig
+from catgan.config import DATASETS, DEFAULT_EPOCHS, METHODS, CatGANError, TrainConfig, check_seed
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -113,7 +114,7 @@ def _train(args: argparse.Namespace) -> int:
 
     options = {name: value for name, value in vars(args).items() if name in _DEFAULTS and value is not None}
     config = TrainConfig(**options)
-    result = train(config)
+    result = train(config, command=" ".join(["catgan", *map(shlex.quote, args.argv)]))
     _print_figures(result.summary, len(result.data.x_test))
     files = ", ".join(sorted(p.name for p in result.run_dir.iterdir()))
     print(f"wrote {result.run_dir}: {files}")
@@ -125,12 +126,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     from catgan.data import load_dataset
     from catgan.train import evaluate, resolve_device
 
-    config, model = load_run(args.run, resolve_device(args.device))
+    config, model, classes = load_run(args.run, resolve_device(args.device))
     if args.data_dir is not None:
         config = dataclasses.replace(config, data_dir=args.data_dir, download=False)
     data = load_dataset(config)
-    if data.image_shape != model.image_shape:
-        raise CatGANError(f"the run was trained on images {model.image_shape}, but {config.dataset} holds {data.image_shape}")
+    if data.image_shape != model.image_shape or data.classes != classes:
+        raise CatGANError(
+            f"{args.run} was trained on {len(classes)} classes of {model.image_shape} images, but the data "
+            f"found for {config.dataset} holds {data.num_classes} classes of {data.image_shape} images"
+        )
     _print_figures(evaluate(model, data.x_test, data.y_test, config.uses_labels), len(data.x_test))
     return 0
 
@@ -138,13 +142,16 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace) -> int:
     import torch
 
-    from catgan.runs import load_run, save_image_grid
+    from catgan.runs import RUN_FILES, load_run, save_image_grid
     from catgan.train import resolve_device
 
     if args.num < 1:
         raise CatGANError(f"--num must be at least 1, got {args.num}")
-    config, model = load_run(args.run, resolve_device(args.device))
+    check_seed(args.seed)
+    config, model, _ = load_run(args.run, resolve_device(args.device))
     out = Path(args.out) if args.out else Path(args.run) / f"samples-seed{args.seed}.png"
+    if out.resolve().parent == Path(args.run).resolve() and out.name in RUN_FILES:
+        raise CatGANError(f"{out} is one of the run's own files; choose another --out")
     z = torch.randn(args.num, config.latent_dim, generator=torch.Generator().manual_seed(args.seed))
     model.eval()
     with torch.no_grad():
@@ -171,7 +178,9 @@ def _print_figures(figures: dict, test_images: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``catgan`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     parser = _build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     if args.command is None:
         parser.print_help()
         return EXIT_BAD_INPUT

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,8 @@ __all__ = ["CatGANError", "TrainConfig", "DATASETS", "DEFAULT_EPOCHS", "METHODS"
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn", "folder", "arrays")
 METHODS = ("catgan", "supervised")
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes seeds below 2**63
+_DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 # Epochs (passes over the unlabelled pool) when --epochs is not given. scikit-learn's digits have
 # only 1,198 training images, so their schedule needs many more passes for the same updates.
@@ -29,6 +32,18 @@ class CatGANError(Exception):
     """A problem with the user's input (options, data, run directory), reported in one line."""
 
 
+def check_device_name(name: object) -> None:
+    """Refuse a device name other than auto, cpu, cuda or cuda:N."""
+    if not (isinstance(name, str) and _DEVICE_NAME.fullmatch(name)):
+        raise CatGANError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+
+
+def check_seed(seed: object) -> None:
+    """Refuse a seed that is not an integer in [0, 2**63)."""
+    if not (_is_int(seed) and 0 <= seed <= MAX_SEED):
+        raise CatGANError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+
+
 @dataclass
 class TrainConfig:
     """Every option of a training run. Saved as ``config.json`` and inside each checkpoint."""
@@ -42,13 +57,13 @@ class TrainConfig:
     clusters: int | None = None  # K, the discriminator's outputs; None: the number of classes
     lam: float = 1.0  # weight of the supervised cross-entropy in D's loss
     epochs: int | None = None  # passes over the unlabelled pool; None: DEFAULT_EPOCHS[dataset]
-    batch_size: int = 100  # unlabelled (and generated) images per step
+    batch_size: int = 100  # unlabelled (and generated) images per step, at least 2 (batch norm)
     lr: float = 2e-4  # Adam learning rate, for D and G
     beta1: float = 0.5  # Adam's first-moment decay
     beta2: float = 0.999  # Adam's second-moment decay
     latent_dim: int = 100  # size of the generator's Gaussian latent vector
-    d_width: int = 32  # channels of D's first layer (doubling at each halving of the image)
-    g_width: int = 32  # channels of G's last hidden layer (doubling towards its input)
+    d_width: int = 32  # channels of D's first two layers, doubling at each further halving of the image
+    g_width: int = 32  # channels of G's last hidden layer, doubling at each step towards its input
     feature_dim: int = 128  # size of D's penultimate layer
     d_noise: float = 0.3  # std of the Gaussian noise on D's hidden activations while training
     seed: int = 0  # seeds the labelled subset, initialisation, batches and noise
@@ -66,10 +81,14 @@ class TrainConfig:
 
         need(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
         need(self.method in METHODS, f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        positive_ints = ("image_size", "batch_size", "latent_dim", "d_width", "g_width", "feature_dim", "log_every")
+        positive_ints = ("image_size", "latent_dim", "d_width", "g_width", "feature_dim", "log_every")
         for name in positive_ints:
             value = getattr(self, name)
             need(_is_int(value) and value >= 1, f"{name} must be a positive integer, got {value!r}")
+        need(
+            _is_int(self.batch_size) and self.batch_size >= 2,
+            f"batch_size must be an integer >= 2 (batch norm needs two images), got {self.batch_size!r}",
+        )
         need(
             _is_int(self.labels_per_class) and self.labels_per_class >= 0,
             f"labels_per_class must be an integer >= 0, got {self.labels_per_class!r}",
@@ -92,11 +111,8 @@ class TrainConfig:
             value = getattr(self, name)
             need(_is_number(value) and 0 <= value < 1, f"{name} must be in [0, 1), got {value!r}")
         need(_is_number(self.d_noise) and self.d_noise >= 0, f"d_noise must be a number >= 0, got {self.d_noise!r}")
-        need(_is_int(self.seed) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}")
-        need(
-            self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:"),
-            f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}",
-        )
+        check_seed(self.seed)
+        check_device_name(self.device)
         need(_is_int(self.eval_every) and self.eval_every >= 0, f"eval_every must be an integer >= 0, got {self.eval_every!r}")
         need(
             self.name is None or (isinstance(self.name, str) and self.name not in ("", ".", "..") and "/" not in self.name),

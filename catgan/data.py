@@ -380,7 +380,10 @@ def _read_image_tree(root: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
         for path in paths:  # headers only: grey when every image is
             with Image.open(path) as im:
                 modes.add(im.mode)
-        grey = modes <= {"L", "1", "I;16", "I"}
+        deep = modes & {"I", "F", "I;16", "I;16B", "I;16L", "I;16N"}
+        if deep:
+            raise CatGANError(f"{root} holds {', '.join(sorted(deep))} images (more than 8 bits); convert them to 8-bit")
+        grey = modes <= {"L", "1"}
         for path in paths:
             with Image.open(path) as im:
                 array = np.asarray(im.convert("L" if grey else "RGB").resize((size, size), Image.BILINEAR))

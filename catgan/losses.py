@@ -8,7 +8,8 @@ the quantity to **minimise**. Logits have shape (B, K): B samples, K classes or 
 p(y = k | x) = softmax(logits)_k.
 
 Entropies come from ``log_softmax`` and ``logsumexp`` (never ``log(softmax + eps)``), so they
-are exact, unbiased and finite for logits of any finite magnitude.
+are exact and unbiased, and stay finite, with finite gradients, for logits of magnitude 1e4 and
+beyond (the spread of a row's logits must itself be representable).
 
 The ``*_loss`` functions return ``(loss, terms)``: the scalar loss tensor, and a dict holding
 every term as a Python float for logging. The training loop uses the ``*_terms`` variants, which

@@ -76,22 +76,22 @@ class GaussianNoise(nn.Module):
 
 @contextlib.contextmanager
 def frozen_batchnorm_statistics(module: nn.Module) -> Iterator[None]:
-    """Keep the running statistics of every batch-norm layer in ``module`` unchanged.
+    """Leave the running statistics of every batch-norm layer in ``module`` untouched.
 
-    Inside the block, batch norm still normalises with the batch's own statistics (in training
-    mode), but the running averages used at evaluation are not updated. The discriminator's
-    running statistics should describe real data only, so generated batches pass through it
-    inside this block.
+    Inside the block, batch norm in training mode still normalises with the batch's own
+    statistics, but neither the running averages used at evaluation nor the batch counter are
+    updated. The discriminator's running statistics should describe real data only, so generated
+    batches pass through it inside this block.
     """
     norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [norm.momentum for norm in norms]
+    tracking = [norm.track_running_stats for norm in norms]
     for norm in norms:
-        norm.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
+        norm.track_running_stats = False  # training mode: batch statistics, no running update
     try:
         yield
     finally:
-        for norm, momentum in zip(norms, momenta):
-            norm.momentum = momentum
+        for norm, track in zip(norms, tracking):
+            norm.track_running_stats = track
 
 
 class Discriminator(nn.Module):
@@ -100,7 +100,8 @@ class Discriminator(nn.Module):
     Args:
         image_shape: (C, H, W) of the input images, scaled to [-1, 1].
         num_classes: K, the number of classes or clusters.
-        width: channels of the first layer; each halving of the spatial size doubles them.
+        width: channels of the first layer and of the first halving of the spatial size; each
+            further halving doubles them.
         feature_dim: size of the penultimate (feature) layer.
         noise_std: standard deviation of the Gaussian noise added to every hidden activation
             while training (0 turns it off).

@@ -33,6 +33,7 @@ METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
 SAMPLES = "samples.png"
 SUMMARY = "summary.json"
+RUN_FILES = (CONFIG, LABELLED, METRICS, CHECKPOINT, SAMPLES, SUMMARY)
 
 
 def plan_run_dir(config: TrainConfig) -> Path:
@@ -139,8 +140,8 @@ def save_image_grid(images: Tensor, path: Path, nrow: int | None = None, min_til
     save_image(images * 0.5 + 0.5, path, nrow=nrow, padding=2, pad_value=1.0)
 
 
-def load_run(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[TrainConfig, "CatGAN"]:
-    """Rebuild a run's configuration and networks from its checkpoint, on ``device``."""
+def load_run(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[TrainConfig, "CatGAN", list[str]]:
+    """Rebuild a run's configuration, networks (on ``device``) and class names from its checkpoint."""
     from catgan.models import CatGAN
 
     checkpoint = load_checkpoint(run_dir)
@@ -152,4 +153,4 @@ def load_run(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> 
     except (RuntimeError, KeyError) as err:
         reason = str(err).strip().splitlines()[0]
         raise CatGANError(f"the checkpoint in {run_dir} does not match its configuration: {reason}") from None
-    return config, model.to(device)
+    return config, model.to(device), list(checkpoint["classes"])

@@ -10,6 +10,7 @@ when it logs, so the inner loop does not wait on the device.
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from catgan import __version__
-from catgan.config import CatGANError, TrainConfig
+from catgan.config import CatGANError, TrainConfig, check_device_name
 from catgan.data import ImageData, labelled_indices, load_dataset
 from catgan.losses import discriminator_terms, generator_terms
 from catgan.metrics import clustering_scores, error_rate
@@ -159,6 +160,7 @@ def evaluate(model: CatGAN, x: Tensor, y: Tensor, classifies: bool) -> dict[str,
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available, else the CPU; a CUDA device that is absent is an error."""
+    check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -199,18 +201,21 @@ class Trainer:
     Args:
         config: the run's configuration.
         data: the dataset (the trainer never loads one itself).
-        run_dir: the run directory to write, created beforehand; None writes nothing.
+        run_dir: the run directory to write, created beforehand and empty; None writes nothing.
+        command: the command line that started the run, recorded in the summary.
     """
 
-    def __init__(self, config: TrainConfig, data: ImageData, run_dir: Path | None = None) -> None:
+    def __init__(
+        self, config: TrainConfig, data: ImageData, run_dir: Path | None = None, command: str | None = None
+    ) -> None:
         self.config = dataclasses.replace(config, epochs=config.resolved_epochs())
-        self.data, self.run_dir = data, run_dir
+        self.data, self.run_dir, self.command = data, run_dir, command
         self.device = resolve_device(config.device)
         self.num_clusters = config.clusters or data.num_classes
-        if config.labels_per_class > 0 and self.num_clusters != data.num_classes:
+        if config.uses_labels and self.num_clusters != data.num_classes:
             raise CatGANError(
                 f"with labels, clusters must equal the number of classes ({data.num_classes}), got {self.num_clusters}; "
-                f"use --labels-per-class 0 to cluster into another number"
+                f"use --labels-per-class 0 (or --lam 0) to cluster into another number"
             )
         if config.batch_size > len(data.x_train):
             raise CatGANError(f"batch_size {config.batch_size} exceeds the {len(data.x_train)} training images")
@@ -218,9 +223,8 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = CatGAN(self.config, data.image_shape, self.num_clusters).to(self.device)
         self.opt_d, self.opt_g = make_optimizers(self.model, self.config)
-        self.storage = _storage_device(data.x_train, self.device)
-        pin = self.storage != self.device  # host memory, copied to the GPU batch by batch
-        self.x_train, self.y_train = (t.pin_memory() if pin else t.to(self.storage) for t in (data.x_train, data.y_train))
+        self.storage = _storage_device(data.x_train, self.device)  # batches are copied to the device if need be
+        self.x_train, self.y_train = data.x_train.to(self.storage), data.y_train.to(self.storage)
         self.step = 0
         self.epoch = 0
 
@@ -234,7 +238,10 @@ class Trainer:
         Returns the summary (also written as ``summary.json``).
         """
         config, start = self.config, time.perf_counter()
+        if self.run_dir is not None and (self.run_dir / runs.CONFIG).exists():
+            raise CatGANError(f"{self.run_dir} already holds a run; give the trainer a new directory")
         self._write_start_files()
+        torch.manual_seed(config.seed)  # the noise and latents; whatever ran since __init__
         order = torch.Generator().manual_seed(config.seed)
         next_unlabelled = next_labelled = None
         if config.method == "catgan":
@@ -273,13 +280,15 @@ class Trainer:
             "wall_seconds": time.perf_counter() - start,
             "steps": self.step,
             "epochs": config.epochs,
-            "labelled": len(self.labelled),
+            "labelled": len(self.labelled) if config.uses_labels else 0,
             "clusters": self.num_clusters,
             "dataset": self.data.name,
             "test_images": len(self.data.x_test),
             "device": _device_description(self.device),
             "torch_version": torch.__version__,
             "catgan_version": __version__,
+            "git_commit": _git_commit(),
+            "command": self.command,
         }
         if self.run_dir is not None:
             self.save_checkpoint()
@@ -293,7 +302,7 @@ class Trainer:
         if cycler is None:
             return None, None
         index = cycler()
-        return self.x_train[index].to(self.device, non_blocking=True), self.y_train[index].to(self.device, non_blocking=True)
+        return self.x_train[index].to(self.device), self.y_train[index].to(self.device)
 
     def evaluate_test(self) -> dict[str, float]:
         """The test-split figures of the current model (see `evaluate`)."""
@@ -364,6 +373,17 @@ def _progress_bar(total: int, config: TrainConfig):
     return tqdm(total=total, desc=f"train {config.dataset}", unit="step", disable=not config.progress, dynamic_ncols=True)
 
 
+def _git_commit() -> str | None:
+    """The commit of the catgan checkout this code runs from (None outside a git checkout)."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
 def _device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
@@ -376,13 +396,14 @@ class RunResult(NamedTuple):
     data: ImageData
 
 
-def train(config: TrainConfig, data: ImageData | None = None, log=print) -> RunResult:
+def train(config: TrainConfig, data: ImageData | None = None, log=print, command: str | None = None) -> RunResult:
     """Train one run end to end: check the output folder, load the data, train, write the run.
 
     Args:
         config: the run's configuration.
         data: the dataset; None loads the one ``config`` names.
         log: where one-line progress messages go.
+        command: the command line that started the run, recorded in the summary.
 
     Raises:
         CatGANError: for bad input, before any run directory is created.
@@ -391,7 +412,7 @@ def train(config: TrainConfig, data: ImageData | None = None, log=print) -> RunR
     if data is None:
         data = load_dataset(config)
     log(data.describe())
-    trainer = Trainer(config, data, run_dir)
+    trainer = Trainer(config, data, run_dir, command)
     runs.create_run_dir(run_dir)
     log(f"run directory: {run_dir}  (device {_device_description(trainer.device)}, "
         f"{len(trainer.labelled)} labelled images, K = {trainer.num_clusters}, epochs: {trainer.config.epochs})")

@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -105,6 +104,12 @@ def _bad_inputs(tmp_path: Path, finished_run: Path) -> list[tuple[list[str], str
         (["sample", str(finished_run), "--num", "0"], "--num must be at least 1"),
         (["sample", str(finished_run), "--out", str(a_file / "x.png"), "--device", "cpu"], "cannot write"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["train", "--device", "cuda:x", *out], "device must be auto, cpu, cuda or cuda:N, got 'cuda:x'"),
+        (["evaluate", str(finished_run), "--device", "tpu"], "device must be auto, cpu, cuda or cuda:N"),
+        (["train", "--batch-size", "1", *out], "batch_size must be an integer >= 2"),
+        (["train", "--seed", str(2**64), *out], "seed must be an integer in [0, 2**63)"),
+        (["sample", str(finished_run), "--seed", "-3"], "seed must be an integer in [0, 2**63)"),
+        (["sample", str(finished_run), "--out", str(finished_run / "samples.png")], "one of the run's own files"),
     ]
     if not torch.cuda.is_available():
         cases.append((["train", "--device", "cuda", *out], "CUDA is not available"))
@@ -130,10 +135,37 @@ def test_bad_input_gives_one_line_and_status_2_and_keeps_earlier_runs(tmp_path, 
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # no half-made run
 
 
-def test_the_console_script_and_module_entry_point(tmp_path):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    bad = subprocess.run([sys.executable, "-m", "catgan", "train", "--lam", "-1", "--out-dir", str(tmp_path)],
-                         capture_output=True, text=True, env=env)
+@pytest.mark.parametrize("entry_point", ["module", "console script"])
+def test_entry_points_in_a_fresh_process(entry_point, tmp_path):
+    if entry_point == "module":
+        command = [sys.executable, "-m", "catgan"]
+    else:
+        script = Path(sys.executable).parent / "catgan"
+        if not script.is_file():
+            pytest.skip(f"no console script beside {sys.executable} (catgan is not pip-installed here)")
+        command = [str(script)]
+    bad = subprocess.run([*command, "train", "--lam", "-1", "--out-dir", str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "catgan train: error: lam must be a number >= 0, got -1.0"
     assert bad.stdout == ""
+
+
+def test_evaluate_refuses_data_with_other_classes(tmp_path, capsys):
+    import numpy as np
+
+    def write(path, classes):
+        rng = np.random.default_rng(0)
+        y = np.arange(60) % classes
+        np.savez(path, x_train=rng.integers(0, 256, (60, 8, 8), dtype=np.uint8), y_train=y,
+                 x_test=rng.integers(0, 256, (30, 8, 8), dtype=np.uint8), y_test=y[:30])
+
+    write(tmp_path / "three.npz", 3)
+    write(tmp_path / "four.npz", 4)
+    argv = ["train", *TINY, "--batch-size", "20", "--labels-per-class", "2", "--dataset", "arrays",
+            "--data-dir", str(tmp_path / "three.npz"), "--out-dir", str(tmp_path / "runs"), "--name", "three"]
+    assert main(argv) == 0
+    run = str(tmp_path / "runs" / "three")
+    assert main(["evaluate", run, "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", run, "--data-dir", str(tmp_path / "four.npz"), "--device", "cpu"]) == 2
+    assert "was trained on 3 classes" in capsys.readouterr().err

@@ -147,6 +147,13 @@ def test_image_folder_problems_are_named(tmp_path):
     _write_images(tmp_path / "one", ["only"], 3)
     with pytest.raises(CatGANError, match="only one class"):
         load_dataset(TrainConfig(dataset="folder", data_dir=str(tmp_path / "one")))
+    from PIL import Image
+
+    _write_images(tmp_path / "deep", ["a"], 1)
+    (tmp_path / "deep" / "b").mkdir()
+    Image.fromarray(np.full((4, 4), 1000, dtype=np.uint16)).save(tmp_path / "deep" / "b" / "x.png")
+    with pytest.raises(CatGANError, match="more than 8 bits"):
+        load_dataset(TrainConfig(dataset="folder", data_dir=str(tmp_path / "deep")))
     (tmp_path / "broken" / "a").mkdir(parents=True)
     _write_images(tmp_path / "broken", ["b"], 2)
     (tmp_path / "broken" / "a" / "x.png").write_bytes(b"not a png")
