@@ -10,7 +10,7 @@ from catgan.config import CatGANError, TrainConfig  # noqa: E402
 from catgan.data import ImageData, labelled_indices, load_dataset  # noqa: E402
 from catgan.losses import conditional_entropy, discriminator_loss, generator_loss, marginal_entropy  # noqa: E402
 from catgan.models import CatGAN, Discriminator, Generator  # noqa: E402
-from catgan.train import Trainer, evaluate, train  # noqa: E402
+from catgan.training import Trainer, evaluate, train  # noqa: E402
 
 __all__ = [
     "__version__",

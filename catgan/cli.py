@@ -110,7 +110,7 @@ def _run_command(commands, name: str, handler, help: str, description: str) -> a
 
 
 def _train(args: argparse.Namespace) -> int:
-    from catgan.train import train
+    from catgan.training import train
 
     options = {name: value for name, value in vars(args).items() if name in _DEFAULTS and value is not None}
     config = TrainConfig(**options)
@@ -124,7 +124,7 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from catgan.runs import load_run
     from catgan.data import load_dataset
-    from catgan.train import evaluate, resolve_device
+    from catgan.training import evaluate, resolve_device
 
     config, model, classes = load_run(args.run, resolve_device(args.device))
     if args.data_dir is not None:
@@ -143,7 +143,7 @@ def _sample(args: argparse.Namespace) -> int:
     import torch
 
     from catgan.runs import RUN_FILES, load_run, save_image_grid
-    from catgan.train import resolve_device
+    from catgan.training import resolve_device
 
     if args.num < 1:
         raise CatGANError(f"--num must be at least 1, got {args.num}")

@@ -169,3 +169,23 @@ def test_evaluate_refuses_data_with_other_classes(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", run, "--data-dir", str(tmp_path / "four.npz"), "--device", "cpu"]) == 2
     assert "was trained on 3 classes" in capsys.readouterr().err
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, monkeypatch, capsys):
+    import catgan.training
+
+    real_step, calls = catgan.training.generator_step, []
+
+    def interrupted_on_the_fifth_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(catgan.training, "generator_step", interrupted_on_the_fifth_step)
+    assert main(["train", *TINY, "--out-dir", str(tmp_path), "--name", "cut"]) == 130
+    assert capsys.readouterr().err.strip().endswith("catgan train: interrupted")
+    from catgan.runs import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "cut")["step"] == 4  # the last completed step
+    assert not (tmp_path / "cut" / "summary.json").exists()

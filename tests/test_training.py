@@ -11,7 +11,7 @@ import torch
 from catgan.config import CatGANError, TrainConfig
 from catgan.models import CatGAN
 from catgan.runs import load_checkpoint, load_run
-from catgan.train import (
+from catgan.training import (
     Batch,
     IndexCycler,
     Trainer,
