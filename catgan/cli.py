@@ -36,6 +36,16 @@ def _add(parser: argparse.ArgumentParser, field: str, help: str, **kwargs) -> No
     parser.add_argument(f"--{field.replace('_', '-')}", dest=field, default=None, help=help + shown, **kwargs)
 
 
+def _labels_per_class(text: str) -> int | str:
+    """``all`` or an integer, for --labels-per-class."""
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'all', got {text!r}") from None
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="catgan",
@@ -57,7 +67,8 @@ def _build_parser() -> argparse.ArgumentParser:
     data.add_argument("--download", action="store_const", const=True, default=None,
                       help="let torchvision download the dataset into --data-dir")
     _add(data, "image_size", "`folder` only: resize images to this many pixels square", type=int)
-    _add(data, "labels_per_class", "labelled images per class; 0 trains without labels (clustering)", type=int)
+    _add(data, "labels_per_class", "labelled images per class, or `all` (every training image labelled); "
+         "0 trains without labels (clustering)", type=_labels_per_class)
     _add(data, "method", "catgan, or supervised: the same discriminator trained by cross-entropy on the labelled "
          "images alone, for the same number of updates (the baseline)", choices=METHODS)
     model = train.add_argument_group("objective and networks")

@@ -52,7 +52,7 @@ class TrainConfig:
     data_dir: str | None = None  # where the data is; None: ./data (and Debian's folder for fashion-mnist)
     download: bool = False  # let torchvision download the dataset into data_dir
     image_size: int = 32  # `folder` only: images are resized to image_size x image_size
-    labels_per_class: int = 5  # labelled images per class; 0 trains without labels (clustering)
+    labels_per_class: int | str = 5  # labelled images per class, or "all"; 0 trains without labels (clustering)
     method: str = "catgan"  # catgan, or supervised: the same D trained by cross-entropy on the labels alone
     clusters: int | None = None  # K, the discriminator's outputs; None: the number of classes
     lam: float = 1.0  # weight of the supervised cross-entropy in D's loss
@@ -90,11 +90,11 @@ class TrainConfig:
             f"batch_size must be an integer >= 2 (batch norm needs two images), got {self.batch_size!r}",
         )
         need(
-            _is_int(self.labels_per_class) and self.labels_per_class >= 0,
-            f"labels_per_class must be an integer >= 0, got {self.labels_per_class!r}",
+            self.labels_per_class == "all" or (_is_int(self.labels_per_class) and self.labels_per_class >= 0),
+            f"labels_per_class must be an integer >= 0 or 'all', got {self.labels_per_class!r}",
         )
         need(
-            self.method != "supervised" or self.labels_per_class > 0,
+            self.method != "supervised" or self.labels_per_class != 0,
             "the supervised method needs labels: labels_per_class must be at least 1",
         )
         need(
@@ -123,7 +123,7 @@ class TrainConfig:
     def uses_labels(self) -> bool:
         """Whether labelled images enter training. D's outputs are then the classes; otherwise
         they are clusters, which evaluation matches to the classes."""
-        return self.labels_per_class > 0 and (self.method == "supervised" or self.lam > 0)
+        return self.labels_per_class != 0 and (self.method == "supervised" or self.lam > 0)
 
     def resolved_epochs(self) -> int:
         """The number of epochs this run trains for."""

@@ -146,13 +146,15 @@ def _scale(x: np.ndarray, what: str, source: str) -> Tensor:
     return torch.from_numpy(x.astype(np.float32)).mul_(2.0).sub_(1.0)
 
 
-def labelled_indices(y: Tensor | np.ndarray, per_class: int, seed: int) -> np.ndarray:
+def labelled_indices(y: Tensor | np.ndarray, per_class: int | str, seed: int) -> np.ndarray:
     """Indices of a class-balanced labelled subset: ``per_class`` images of every class.
 
     The draw depends only on the labels and ``seed``. Indices are sorted; 0 per class gives an
-    empty subset.
+    empty subset, ``"all"`` every index.
     """
     y = np.asarray(y)
+    if per_class == "all":
+        return np.arange(len(y), dtype=np.int64)
     classes, counts = np.unique(y, return_counts=True)
     if per_class > counts.min():
         smallest = classes[counts.argmin()]

@@ -16,6 +16,7 @@ __all__ = [
     "clustering_accuracy",
     "many_to_one_accuracy",
     "clustering_scores",
+    "clustering_report",
 ]
 
 
@@ -89,3 +90,18 @@ def clustering_scores(y_true, clusters, num_clusters: int | None = None) -> dict
     if num_clusters > len(np.unique(y_true)):
         scores["many_to_one_accuracy"] = many_to_one_accuracy(y_true, clusters)
     return scores
+
+
+def clustering_report(y_true, clusters, num_clusters: int | None = None) -> dict[str, float]:
+    """`clustering_scores` as a run reports them: accuracies in percent, ``test_error`` = 100 -
+    the one-to-one accuracy (the paper's clustering error), NMI and ARI in [0, 1]."""
+    scores = clustering_scores(y_true, clusters, num_clusters)
+    report = {
+        "test_error": 100.0 * (1.0 - scores["clustering_accuracy"]),
+        "clustering_accuracy": 100.0 * scores["clustering_accuracy"],
+        "nmi": scores["nmi"],
+        "ari": scores["ari"],
+    }
+    if "many_to_one_accuracy" in scores:
+        report["many_to_one_accuracy"] = 100.0 * scores["many_to_one_accuracy"]
+    return report

@@ -54,7 +54,8 @@ def plan_run_dir(config: TrainConfig) -> Path:
         if run_dir.exists():
             raise CatGANError(f"run directory {run_dir} already exists; choose another --name")
         return run_dir
-    labels = f"{config.labels_per_class}lpc" if config.labels_per_class else f"k{config.clusters or 'auto'}"
+    labels = {0: f"k{config.clusters or 'auto'}", "all": "all-labels"}.get(config.labels_per_class)
+    labels = labels or f"{config.labels_per_class}lpc"
     method = "" if config.method == "catgan" else f"-{config.method}"
     stem = f"{config.dataset}-{labels}{method}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir, suffix = out_dir / stem, 2

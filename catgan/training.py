@@ -24,7 +24,7 @@ from catgan import __version__
 from catgan.config import CatGANError, TrainConfig, check_device_name
 from catgan.data import ImageData, labelled_indices, load_dataset
 from catgan.losses import discriminator_terms, generator_terms
-from catgan.metrics import clustering_scores, error_rate
+from catgan.metrics import clustering_report, error_rate
 from catgan.models import CatGAN, frozen_batchnorm_statistics
 from catgan import runs
 
@@ -138,24 +138,13 @@ def evaluate(model: CatGAN, x: Tensor, y: Tensor, classifies: bool) -> dict[str,
     """Figures on images ``x`` with labels ``y``, accuracies and errors in percent.
 
     When D was trained on labels (``classifies``): ``test_error``, its classification error.
-    Otherwise D's outputs are clusters: ``clustering_accuracy`` (one-to-one Hungarian matching),
-    ``test_error`` = 100 - that accuracy, ``nmi`` and ``ari`` (in [0, 1]) and, when K exceeds the
-    number of classes, ``many_to_one_accuracy``.
+    Otherwise D's outputs are clusters, reported by `catgan.metrics.clustering_report`.
     """
     predictions = predict_logits(model.discriminator, x).argmax(dim=1).numpy()
     labels = np.asarray(y.cpu())
     if classifies:
         return {"test_error": 100.0 * error_rate(labels, predictions)}
-    scores = clustering_scores(labels, predictions, num_clusters=model.num_clusters)
-    figures = {
-        "test_error": 100.0 * (1.0 - scores["clustering_accuracy"]),
-        "clustering_accuracy": 100.0 * scores["clustering_accuracy"],
-        "nmi": scores["nmi"],
-        "ari": scores["ari"],
-    }
-    if "many_to_one_accuracy" in scores:
-        figures["many_to_one_accuracy"] = 100.0 * scores["many_to_one_accuracy"]
-    return figures
+    return clustering_report(labels, predictions, num_clusters=model.num_clusters)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -21,6 +21,13 @@ def test_uses_labels():
     assert TrainConfig(lam=0.0, method="supervised").uses_labels
 
 
+def test_all_labels():
+    config = TrainConfig(labels_per_class="all", method="supervised")
+    assert config.uses_labels
+    with pytest.raises(CatGANError, match="or 'all'"):
+        TrainConfig(labels_per_class="most")
+
+
 def test_round_trip_through_a_dict():
     config = TrainConfig(dataset="mnist", labels_per_class=10, epochs=3, name="x")
     assert TrainConfig.from_dict(config.to_dict()) == config

@@ -28,6 +28,7 @@ def test_labelled_subset_is_balanced_seeded_and_sorted(digits):
     assert np.array_equal(first, labelled_indices(digits.y_train, 5, seed=0))
     assert not np.array_equal(first, labelled_indices(digits.y_train, 5, seed=1))
     assert len(labelled_indices(digits.y_train, 0, seed=0)) == 0
+    assert labelled_indices(digits.y_train, "all", seed=3).tolist() == list(range(len(digits.y_train)))
 
 
 def test_labelled_subset_refuses_more_than_a_class_holds(digits):

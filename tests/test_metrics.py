@@ -7,6 +7,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from catgan.metrics import (
     accuracy,
     clustering_accuracy,
+    clustering_report,
     clustering_scores,
     contingency,
     error_rate,
@@ -62,3 +63,9 @@ def test_nmi_and_ari_are_scikit_learns():
     assert scores["nmi"] == pytest.approx(normalized_mutual_info_score(y, clusters))
     assert scores["ari"] == pytest.approx(adjusted_rand_score(y, clusters))
     assert 0.2 < scores["nmi"] < 1.0
+
+
+def test_clustering_report_is_in_percent_with_the_clustering_error():
+    report = clustering_report([0, 0, 1, 1], [5, 5, 5, 7], num_clusters=2)
+    assert report["clustering_accuracy"] == 75.0 and report["test_error"] == 25.0
+    assert 0 < report["nmi"] < 1 and "many_to_one_accuracy" not in report

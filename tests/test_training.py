@@ -210,3 +210,17 @@ def test_catgan_clusters_digits_without_labels(tmp_path, digits):
     config = TrainConfig(labels_per_class=0, epochs=30, out_dir=str(tmp_path), progress=False, device="cpu")
     summary = train(config, data=digits, log=lambda message: None).summary
     assert summary["nmi"] > 0.5 and summary["clustering_accuracy"] > 40.0
+
+
+def test_kmeans_baseline_on_digits(digits):
+    from catgan.baselines import kmeans_on_pixels
+
+    report = kmeans_on_pixels(digits, clusters=10, seed=0, n_init=2)
+    assert 50.0 < report["clustering_accuracy"] <= 100.0  # k-means clusters digits well above chance (10%)
+    assert report["test_error"] == pytest.approx(100 - report["clustering_accuracy"]) and report["wall_seconds"] > 0
+
+
+def test_all_labels(make_config, digits):
+    result = train(make_config(labels_per_class="all", method="supervised", epochs=1), data=digits, log=lambda m: None)
+    assert result.summary["labelled"] == len(digits.x_train)
+    assert result.run_dir.name.startswith("digits-all-labels-supervised-seed0")

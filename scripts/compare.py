@@ -1,0 +1,309 @@
+"""CatGAN beside its baselines on one evaluation protocol of PROTOCOLS.md, over seeds.
+
+    python scripts/compare.py PROTOCOL [--seeds N] [--data-dir DIR] [--device auto]
+
+Each run trains in-process and leaves its run directory under --runs-dir; a run whose directory
+already holds a summary.json is not run again, so the script can be stopped and resumed. From all
+finished runs it writes results/PROTOCOL.json (every run), results/PROTOCOL.md (mean and sample
+standard deviation per method, beside the published anchors) and results/PROTOCOL.png; for
+semi-supervised MNIST and Fashion-MNIST protocols also the error against the number of labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from catgan import TrainConfig, load_dataset, train
+from catgan.baselines import kmeans_on_pixels
+from catgan.runs import write_json
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Schedules fixed before any protocol run. MNIST-like widths and epochs come from
+# results/pilot-mnist.md (validation images carved from the training split, never the test split).
+SETTINGS = {
+    "digits": {},
+    "mnist": dict(epochs=10, d_width=32, g_width=16),
+    "fashion-mnist": dict(epochs=10, d_width=32, g_width=16),
+}
+
+# Published figures, as listed in ../shared/docs/PROTOCOLS.md: Springenberg 2016 (CatGAN, its
+# supervised-only CNN), Salimans et al. 2016 (Improved-GAN), Li et al. 2017 (Triple-GAN),
+# Dai et al. 2017 (Bad GAN), Xie et al. 2016 (DEC), Ji et al. 2019 (IIC), Mukherjee et al. 2019
+# (ClusterGAN). Test error % unless the row says ACC.
+ANCHORS = {
+    "mnist-100": ["Conv-CatGAN 1.39 ± 0.28", "PI-CatGAN 1.91 ± 0.10", "supervised-only small CNN 6.43 ± 0.84",
+                  "Improved-GAN 0.93 ± 0.07", "Triple-GAN 0.91 ± 0.58", "Bad GAN 0.80"],
+    "mnist-1000": ["PI-CatGAN 1.73 ± 0.18"],
+    "mnist-all": ["Conv-CatGAN 0.48", "small CNN 0.36"],
+    "mnist-cluster": ["Conv-CatGAN 95.73 ACC (4.27 error)", "k-means on pixels 53-57 ACC", "DEC 84.3 ACC",
+                      "IIC 99.2 ACC"],
+    "fashion-cluster": ["ClusterGAN 61.2 ACC"],
+    "fashion-100": ["small CNN with all labels ~ 90-92 accuracy (8-10 error)"],
+    "fashion-1000": ["small CNN with all labels ~ 90-92 accuracy (8-10 error)"],
+}
+
+
+@dataclasses.dataclass
+class Method:
+    label: str  # shown in tables
+    slug: str  # run directory stem
+    options: dict  # TrainConfig fields; {"kmeans": K} for the k-means baseline
+    seeds: int | None = None  # None: the protocol's number of seeds
+
+
+def semi_supervised(labels: int | str) -> list[Method]:
+    return [
+        Method("CatGAN", "catgan", dict(labels_per_class=labels)),
+        Method("supervised baseline (same D, labels only)", "supervised", dict(labels_per_class=labels, method="supervised")),
+        Method("all labels (same D, supervised)", "all-labels", dict(labels_per_class="all", method="supervised")),
+    ]
+
+
+def clustering() -> list[Method]:
+    return [
+        Method("CatGAN, K = 10", "catgan-k10", dict(labels_per_class=0, clusters=10)),
+        Method("k-means on pixels, K = 10", "kmeans-k10", dict(kmeans=10)),
+        Method("CatGAN, K = 20", "catgan-k20", dict(labels_per_class=0, clusters=20), seeds=1),
+    ]
+
+
+PROTOCOLS = {
+    "digits-quick": ("digits", 5, semi_supervised(5)),
+    "mnist-100": ("mnist", 3, semi_supervised(10)),
+    "mnist-1000": ("mnist", 3, semi_supervised(100)),
+    "mnist-all": ("mnist", 3, [Method("CatGAN, all labels", "catgan", dict(labels_per_class="all")),
+                               Method("same D, supervised", "supervised", dict(labels_per_class="all", method="supervised"))]),
+    "mnist-cluster": ("mnist", 3, clustering()),
+    "fashion-100": ("fashion-mnist", 3, semi_supervised(10)),
+    "fashion-1000": ("fashion-mnist", 3, semi_supervised(100)),
+    "fashion-cluster": ("fashion-mnist", 3, clustering()),
+}
+
+
+def cli_command(config: TrainConfig) -> str:
+    """The `catgan train` command that reproduces ``config`` (its non-default fields)."""
+    words = ["catgan", "train"]
+    for field in dataclasses.fields(TrainConfig):
+        value = getattr(config, field.name)
+        if value == field.default or field.name == "progress":
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        words += [flag] if value is True else [flag, str(value)]
+    return " ".join(shlex.quote(word) for word in words)
+
+
+def git_commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "catgan"], cwd=REPO, capture_output=True, text=True)
+    return done.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+
+
+def plan(protocol: str, seeds: int | None, args) -> list[tuple[Method, int, Path, TrainConfig | None]]:
+    """Every run of the protocol: its method, seed, run directory and configuration (None for k-means)."""
+    dataset, default_seeds, methods = PROTOCOLS[protocol]
+    runs = []
+    for method in methods:
+        for seed in range(method.seeds or seeds or default_seeds):
+            run_dir = Path(args.runs_dir) / protocol / f"{method.slug}-seed{seed}"
+            config = None
+            if "kmeans" not in method.options:
+                options = {**SETTINGS[dataset], **method.options, **({"epochs": args.epochs} if args.epochs else {})}
+                config = TrainConfig(dataset=dataset, data_dir=args.data_dir, seed=seed, device=args.device,
+                                     out_dir=str(run_dir.parent), name=run_dir.name, **options)
+            runs.append((method, seed, run_dir, config))
+    return runs
+
+
+def check_finished_run_matches(run_dir: Path, config: TrainConfig | None) -> None:
+    """Refuse to count a finished run whose saved configuration is not the planned one."""
+    saved_path = run_dir / "config.json"
+    if config is None or not (run_dir / "summary.json").is_file() or not saved_path.is_file():
+        return
+    planned = dataclasses.replace(config, epochs=config.resolved_epochs()).to_dict()
+    saved = json.loads(saved_path.read_text())
+    differing = sorted(k for k in planned if k != "progress" and planned[k] != saved.get(k))
+    if differing:
+        sys.exit(f"compare.py: {run_dir} was run with other settings ({', '.join(differing)}); "
+                 f"move it away or use another --runs-dir")
+
+
+def run_one(method: Method, seed: int, run_dir: Path, config: TrainConfig | None, data, protocol: str) -> None:
+    if run_dir.exists():  # an earlier attempt that did not finish: keep it aside, start again
+        aside, n = run_dir.with_name(run_dir.name + ".incomplete"), 1
+        while aside.exists():
+            aside, n = run_dir.with_name(f"{run_dir.name}.incomplete-{n}"), n + 1
+        run_dir.rename(aside)
+    if config is not None:
+        train(config, data=data, command=cli_command(config))
+        return
+    k = method.options["kmeans"]
+    report = kmeans_on_pixels(data, clusters=k, seed=seed)
+    run_dir.mkdir(parents=True)
+    write_json(run_dir / "summary.json", {
+        **report, "clusters": k, "labelled": 0, "dataset": data.name, "device": "cpu (scikit-learn)",
+        "torch_version": torch.__version__, "git_commit": git_commit(),
+        "command": f"python scripts/compare.py {protocol}  # k-means, K = {k}, seed {seed}, n_init 10",
+    })
+
+
+def collect(runs) -> list[dict]:
+    records = []
+    for method, seed, run_dir, config in runs:
+        summary_path = run_dir / "summary.json"
+        if summary_path.is_file():
+            summary = json.loads(summary_path.read_text())
+            records.append({"method": method.label, "slug": method.slug, "seed": seed,
+                            "labels_per_class": config.labels_per_class if config else 0, **summary})
+    return records
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else float("nan"))
+
+
+def fmt(values: list[float], digits: int = 2) -> str:
+    mean, std = mean_std(values)
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
+
+
+def write_results(protocol: str, records: list[dict], args, results_dir: Path) -> None:
+    dataset, _, methods = PROTOCOLS[protocol]
+    clustering = any(r.get("clustering_accuracy") is not None for r in records)
+    overrides = f" (overridden: --epochs {args.epochs}; not the protocol's schedule)" if args.epochs else ""
+    lines = [f"# {protocol}", "",
+             f"Made by `python scripts/compare.py {protocol}`{overrides}; each run's exact command, commit, device,",
+             f"torch version and wall time are in `{protocol}.json`. Mean ± sample standard deviation over seeds.", ""]
+    if clustering:
+        lines += ["| method | seeds | clustering ACC % (one-to-one) | NMI | ARI | many-to-one ACC % | minutes per run |",
+                  "|---|---|---|---|---|---|---|"]
+    else:
+        lines += ["| method | seeds | test error % | minutes per run |", "|---|---|---|---|"]
+    for method in methods:
+        rows = [r for r in records if r["slug"] == method.slug]
+        if not rows:
+            continue
+        minutes = fmt([r["wall_seconds"] / 60 for r in rows], 1)
+        if clustering:
+            many = [r["many_to_one_accuracy"] for r in rows if "many_to_one_accuracy" in r]
+            lines.append(f"| {method.label} | {len(rows)} | {fmt([r['clustering_accuracy'] for r in rows])} | "
+                         f"{fmt([r['nmi'] for r in rows], 3)} | {fmt([r['ari'] for r in rows], 3)} | "
+                         f"{fmt(many) if many else '-'} | {minutes} |")
+        else:
+            lines.append(f"| {method.label} | {len(rows)} | {fmt([r['test_error'] for r in rows])} | {minutes} |")
+    devices = sorted({r["device"] for r in records})
+    lines += ["", f"Devices: {', '.join(devices)}. torch {', '.join(sorted({r['torch_version'] for r in records}))}."]
+    if protocol in ANCHORS:
+        lines += ["", "Published anchors (PROTOCOLS.md): " + "; ".join(ANCHORS[protocol]) + "."]
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / f"{protocol}.md").write_text("\n".join(lines) + "\n")
+    (results_dir / f"{protocol}.json").write_text(json.dumps({"protocol": protocol, "runs": records}, indent=2) + "\n")
+    plot_protocol(protocol, records, methods, clustering, results_dir / f"{protocol}.png")
+    if not clustering and protocol.split("-")[0] in ("mnist", "fashion"):
+        plot_label_sweep(protocol.split("-")[0], results_dir)
+    print("\n".join(lines))
+
+
+def plot_protocol(protocol, records, methods, clustering, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = "clustering_accuracy" if clustering else "test_error"
+    shown = [(m.label, [r[key] for r in records if r["slug"] == m.slug]) for m in methods]
+    shown = [(label, values) for label, values in shown if values]
+    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.7 * len(shown)))
+    means = [statistics.fmean(v) for _, v in shown]
+    stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for _, v in shown]
+    ax.barh(range(len(shown)), means, xerr=stds, capsize=4, color="tab:blue")
+    for i, (_, values) in enumerate(shown):
+        ax.plot(values, [i] * len(values), "k.", alpha=0.6)
+    ax.set_yticks(range(len(shown)), [f"{label} (n={len(v)})" for label, v in shown])
+    ax.invert_yaxis()
+    ax.set_xlabel("clustering accuracy % (one-to-one)" if clustering else "test error %")
+    ax.set_title(f"{protocol}: mean ± sample std over seeds (dots: seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_label_sweep(prefix: str, results_dir: Path) -> None:
+    """Test error against labels per class, per method, over the protocols of ``prefix`` that have results."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points: dict[str, dict[int, tuple[float, float]]] = {}  # method -> labels per class -> (mean, std)
+    for name in (f"{prefix}-100", f"{prefix}-1000", f"{prefix}-all"):
+        path = results_dir / f"{name}.json"
+        if not path.is_file():
+            continue
+        by_method: dict[str, list[dict]] = {}
+        for record in json.loads(path.read_text())["runs"]:
+            by_method.setdefault(record["method"], []).append(record)
+        for method, rows in by_method.items():
+            labels = rows[0]["labels_per_class"]
+            mean, std = mean_std([r["test_error"] for r in rows])
+            points.setdefault(method, {}).setdefault(6000 if labels == "all" else labels, (mean, 0.0 if std != std else std))
+    if sum(len(p) for p in points.values()) < 2:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, by_labels in sorted(points.items()):
+        xs = sorted(by_labels)
+        ax.errorbar(xs, [by_labels[x][0] for x in xs], yerr=[by_labels[x][1] for x in xs], marker="o", capsize=3,
+                    label=method)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("labelled images per class (6000: all)")
+    ax.set_ylabel("test error %")
+    ax.set_title(f"{prefix}: test error against labels (mean ± sample std)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(results_dir / f"{prefix}-labels.png", dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("protocol", choices=sorted(PROTOCOLS))
+    parser.add_argument("--seeds", type=int, help="seeds per method (default: the protocol's)")
+    parser.add_argument("--data-dir", help="passed to catgan train (MNIST: a folder of the four IDX files)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--runs-dir", default=str(REPO / "runs" / "compare"))
+    parser.add_argument("--results-dir", default=str(REPO / "results"))
+    parser.add_argument("--epochs", type=int, help="override the schedule (smoke tests only; marked in the table)")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and their commands, run nothing")
+    args = parser.parse_args()
+    runs = plan(args.protocol, args.seeds, args)
+    for method, seed, run_dir, config in runs:
+        check_finished_run_matches(run_dir, config)
+    todo = [run for run in runs if not (run[2] / "summary.json").is_file()]
+    print(f"{args.protocol}: {len(runs)} runs, {len(runs) - len(todo)} already finished", flush=True)
+    if args.dry_run:
+        for method, seed, run_dir, config in runs:
+            print(f"{run_dir}: {cli_command(config) if config else 'k-means'}")
+        return
+    data = load_dataset(next(config for *_, config in runs if config is not None)) if todo else None
+    for i, (method, seed, run_dir, config) in enumerate(todo, 1):
+        print(f"[{i}/{len(todo)}] {method.label}, seed {seed} -> {run_dir}", flush=True)
+        start = time.perf_counter()
+        run_one(method, seed, run_dir, config, data, args.protocol)
+        print(f"[{i}/{len(todo)}] done in {time.perf_counter() - start:.0f} s", flush=True)
+    write_results(args.protocol, collect(runs), args, Path(args.results_dir))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

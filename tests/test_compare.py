@@ -1,0 +1,48 @@
+"""scripts/compare.py on a shortened digits-quick: tables, records, plot, resuming and refusals."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "compare.py"
+
+
+def _compare(*args, cwd):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_compare_runs_resumes_and_refuses_other_settings(tmp_path):
+    common = ["digits-quick", "--seeds", "2", "--epochs", "1", "--device", "cpu",
+              "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
+    first = _compare(*common, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "6 runs, 0 already finished" in first.stdout
+    records = json.loads((tmp_path / "results" / "digits-quick.json").read_text())["runs"]
+    assert len(records) == 6
+    assert {r["slug"] for r in records} == {"catgan", "supervised", "all-labels"}
+    for record in records:
+        assert {"test_error", "wall_seconds", "device", "torch_version", "git_commit", "command", "seed"} <= set(record)
+        assert record["command"].startswith("catgan train ") and " --epochs 1 " in record["command"]
+    table = (tmp_path / "results" / "digits-quick.md").read_text()
+    assert "| CatGAN | 2 |" in table and "not the protocol's schedule" in table
+    assert (tmp_path / "results" / "digits-quick.png").stat().st_size > 1000
+
+    again = _compare(*common, cwd=tmp_path)
+    assert again.returncode == 0 and "6 runs, 6 already finished" in again.stdout
+    assert json.loads((tmp_path / "results" / "digits-quick.json").read_text())["runs"] == records
+
+    other = _compare(*[a if a != "1" else "2" for a in common], cwd=tmp_path)
+    assert other.returncode != 0 and "was run with other settings (epochs)" in other.stderr
+
+
+def test_a_killed_run_is_kept_aside_and_run_again(tmp_path):
+    half_done = tmp_path / "runs" / "digits-quick" / "catgan-seed0"
+    half_done.mkdir(parents=True)
+    (half_done / "config.json").write_text("{}")  # no summary.json: the run did not finish
+    args = ["digits-quick", "--seeds", "1", "--epochs", "1", "--device", "cpu",
+            "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
+    done = _compare(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (half_done / "summary.json").is_file()
+    assert (half_done.parent / "catgan-seed0.incomplete" / "config.json").read_text() == "{}"
