@@ -84,6 +84,8 @@ def _build_parser() -> argparse.ArgumentParser:
     _add(schedule, "epochs", f"passes over the training images (default per dataset: {epochs})", type=int)
     _add(schedule, "batch_size", "unlabelled and generated images per step", type=int)
     _add(schedule, "lr", "Adam learning rate", type=float)
+    _add(schedule, "lr_decay_start", "fraction of the schedule after which the learning rates fall linearly to 0 "
+         "(1: constant)", type=float)
     _add(schedule, "beta1", "Adam beta1", type=float)
     _add(schedule, "beta2", "Adam beta2", type=float)
     _add(schedule, "seed", "seed of the labelled subset, initialisation and batches", type=int)

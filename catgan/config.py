@@ -59,6 +59,7 @@ class TrainConfig:
     epochs: int | None = None  # passes over the unlabelled pool; None: DEFAULT_EPOCHS[dataset]
     batch_size: int = 100  # unlabelled (and generated) images per step, at least 2 (batch norm)
     lr: float = 2e-4  # Adam learning rate, for D and G
+    lr_decay_start: float = 1.0  # fraction of the schedule after which both rates fall linearly to 0 (1: constant)
     beta1: float = 0.5  # Adam's first-moment decay
     beta2: float = 0.999  # Adam's second-moment decay
     latent_dim: int = 100  # size of the generator's Gaussian latent vector
@@ -107,6 +108,10 @@ class TrainConfig:
             f"epochs must be a positive integer, got {self.epochs!r}",
         )
         need(_is_number(self.lr) and self.lr > 0, f"lr must be a number > 0, got {self.lr!r}")
+        need(
+            _is_number(self.lr_decay_start) and 0 <= self.lr_decay_start <= 1,
+            f"lr_decay_start must be in [0, 1], got {self.lr_decay_start!r}",
+        )
         for name in ("beta1", "beta2"):
             value = getattr(self, name)
             need(_is_number(value) and 0 <= value < 1, f"{name} must be in [0, 1), got {value!r}")

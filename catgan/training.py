@@ -34,6 +34,7 @@ __all__ = [
     "discriminator_step",
     "generator_step",
     "evaluate",
+    "learning_rate",
     "make_optimizers",
     "predict_logits",
     "resolve_device",
@@ -57,6 +58,15 @@ def make_optimizers(model: CatGAN, config: TrainConfig) -> tuple[torch.optim.Ada
         torch.optim.Adam(model.discriminator.parameters(), lr=config.lr, betas=betas),
         torch.optim.Adam(model.generator.parameters(), lr=config.lr, betas=betas),
     )
+
+
+def learning_rate(config: TrainConfig, step: int, total: int) -> float:
+    """The learning rate for ``step`` (0-based) of ``total``: ``config.lr``, falling linearly to 0
+    over the schedule's last ``1 - config.lr_decay_start`` part."""
+    start = config.lr_decay_start * total
+    if step < start:
+        return config.lr
+    return config.lr * (total - step) / (total - start)
 
 
 def discriminator_step(model: CatGAN, optimizer: torch.optim.Optimizer, batch: Batch, lam: float) -> dict[str, Tensor]:
@@ -243,6 +253,9 @@ class Trainer:
         try:
             for self.epoch in range(1, config.epochs + 1):
                 for _ in range(self.steps_per_epoch):
+                    for optimizer in (self.opt_d, self.opt_g):
+                        for group in optimizer.param_groups:
+                            group["lr"] = learning_rate(config, self.step, total)
                     x_lab, y_lab = self._gather(next_labelled)
                     x_unl, _ = self._gather(next_unlabelled)
                     batch = Batch(x_lab, y_lab, x_unl)

@@ -17,6 +17,7 @@ from catgan.training import (
     Trainer,
     discriminator_step,
     generator_step,
+    learning_rate,
     make_optimizers,
     supervised_step,
     train,
@@ -224,3 +225,18 @@ def test_all_labels(make_config, digits):
     result = train(make_config(labels_per_class="all", method="supervised", epochs=1), data=digits, log=lambda m: None)
     assert result.summary["labelled"] == len(digits.x_train)
     assert result.run_dir.name.startswith("digits-all-labels-supervised-seed0")
+
+
+def test_learning_rate_schedule():
+    constant = TrainConfig(lr=0.1)
+    assert [learning_rate(constant, step, 10) for step in (0, 5, 9)] == [0.1, 0.1, 0.1]
+    decayed = TrainConfig(lr=0.1, lr_decay_start=0.5)
+    assert [round(learning_rate(decayed, step, 10), 6) for step in (0, 4, 5, 6, 9)] == [0.1, 0.1, 0.1, 0.08, 0.02]
+
+
+def test_a_run_applies_the_decayed_rate(make_config, digits):
+    trainer = Trainer(make_config(lr_decay_start=0.5, epochs=2), digits)
+    trainer.fit()
+    total = 2 * trainer.steps_per_epoch
+    assert trainer.opt_d.param_groups[0]["lr"] == pytest.approx(learning_rate(trainer.config, total - 1, total))
+    assert trainer.opt_g.param_groups[0]["lr"] == pytest.approx(2 * trainer.config.lr / total)  # the last step
