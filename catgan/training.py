@@ -287,6 +287,7 @@ class Trainer:
             "dataset": self.data.name,
             "test_images": len(self.data.x_test),
             "device": _device_description(self.device),
+            "cpu_threads": torch.get_num_threads(),
             "torch_version": torch.__version__,
             "catgan_version": __version__,
             "git_commit": _git_commit(),

@@ -1,10 +1,11 @@
 """CatGAN beside its baselines on one evaluation protocol of PROTOCOLS.md, over seeds.
 
-    python scripts/compare.py PROTOCOL [--seeds N] [--data-dir DIR] [--device auto]
+    python scripts/compare.py PROTOCOL [--seeds N] [--data-dir DIR] [--device auto] [--jobs N]
 
-Each run trains in-process and leaves its run directory under --runs-dir; a run whose directory
-already holds a summary.json is not run again, so the script can be stopped and resumed. From all
-finished runs it writes results/PROTOCOL.json (every run), results/PROTOCOL.md (mean and sample
+Each run is its recorded `catgan train` command, in a process of its own (--jobs of them side by
+side, the CPU's threads shared among them), and leaves its run directory under --runs-dir. A run
+whose directory already holds a summary.json is not run again, so the script can be stopped and
+resumed; one that did not finish is moved aside and run again. From all finished runs it writes results/PROTOCOL.json (every run), results/PROTOCOL.md (mean and sample
 standard deviation per method, beside the published anchors) and results/PROTOCOL.png; for
 semi-supervised MNIST and Fashion-MNIST protocols also the error against the number of labels.
 """
@@ -19,12 +20,13 @@ import shlex
 import statistics
 import subprocess
 import sys
-import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
-from catgan import TrainConfig, load_dataset, train
+from catgan import TrainConfig, load_dataset
 from catgan.baselines import kmeans_on_pixels
 from catgan.runs import write_json
 
@@ -92,16 +94,20 @@ PROTOCOLS = {
 }
 
 
-def cli_command(config: TrainConfig) -> str:
-    """The `catgan train` command that reproduces ``config`` (its non-default fields)."""
-    words = ["catgan", "train"]
+def train_args(config: TrainConfig) -> list[str]:
+    """The arguments of the `catgan train` command that reproduces ``config`` (its non-default fields)."""
+    words = ["train"]
     for field in dataclasses.fields(TrainConfig):
         value = getattr(config, field.name)
         if value == field.default or field.name == "progress":
             continue
         flag = "--" + field.name.replace("_", "-")
         words += [flag] if value is True else [flag, str(value)]
-    return " ".join(shlex.quote(word) for word in words)
+    return words
+
+
+def cli_command(config: TrainConfig) -> str:
+    return "catgan " + shlex.join(train_args(config))
 
 
 def git_commit() -> str:
@@ -110,26 +116,27 @@ def git_commit() -> str:
     return done.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
-def plan(protocol: str, seeds: int | None, args) -> list[tuple[Method, int, Path, TrainConfig | None]]:
-    """Every run of the protocol: its method, seed, run directory and configuration (None for k-means)."""
+def plan(protocol: str, seeds: int | None, args) -> list[tuple[Method, int, Path, TrainConfig]]:
+    """Every run of the protocol: its method, seed, run directory and configuration."""
     dataset, default_seeds, methods = PROTOCOLS[protocol]
     runs = []
     for method in methods:
         for seed in range(method.seeds or seeds or default_seeds):
             run_dir = Path(args.runs_dir) / protocol / f"{method.slug}-seed{seed}"
-            config = None
-            if "kmeans" not in method.options:
+            if "kmeans" in method.options:
+                options = dict(labels_per_class=0, clusters=method.options["kmeans"])
+            else:
                 options = {**SETTINGS[dataset], **method.options, **({"epochs": args.epochs} if args.epochs else {})}
-                config = TrainConfig(dataset=dataset, data_dir=args.data_dir, seed=seed, device=args.device,
-                                     out_dir=str(run_dir.parent), name=run_dir.name, **options)
+            config = TrainConfig(dataset=dataset, data_dir=args.data_dir, seed=seed, device=args.device,
+                                 out_dir=str(run_dir.parent), name=run_dir.name, **options)
             runs.append((method, seed, run_dir, config))
     return runs
 
 
-def check_finished_run_matches(run_dir: Path, config: TrainConfig | None) -> None:
+def check_finished_run_matches(run_dir: Path, config: TrainConfig) -> None:
     """Refuse to count a finished run whose saved configuration is not the planned one."""
     saved_path = run_dir / "config.json"
-    if config is None or not (run_dir / "summary.json").is_file() or not saved_path.is_file():
+    if not (run_dir / "summary.json").is_file() or not saved_path.is_file():  # k-means runs save none
         return
     planned = dataclasses.replace(config, epochs=config.resolved_epochs()).to_dict()
     saved = json.loads(saved_path.read_text())
@@ -139,23 +146,34 @@ def check_finished_run_matches(run_dir: Path, config: TrainConfig | None) -> Non
                  f"move it away or use another --runs-dir")
 
 
-def run_one(method: Method, seed: int, run_dir: Path, config: TrainConfig | None, data, protocol: str) -> None:
+def run_one(method: Method, seed: int, run_dir: Path, config: TrainConfig, protocol: str, threads: int) -> str:
+    """Run one planned run to its end; returns an error line, or "" when it finished."""
     if run_dir.exists():  # an earlier attempt that did not finish: keep it aside, start again
         aside, n = run_dir.with_name(run_dir.name + ".incomplete"), 1
         while aside.exists():
             aside, n = run_dir.with_name(f"{run_dir.name}.incomplete-{n}"), n + 1
         run_dir.rename(aside)
-    if config is not None:
-        train(config, data=data, command=cli_command(config))
-        return
-    k = method.options["kmeans"]
-    report = kmeans_on_pixels(data, clusters=k, seed=seed)
+    if "kmeans" not in method.options:  # the recorded command itself, in a process of its own
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        log = run_dir.with_name(run_dir.name + ".log")
+        with open(log, "w") as out:
+            done = subprocess.run(
+                [sys.executable, "-m", "catgan", *train_args(config), "--no-progress"], stdout=out,
+                stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": str(threads)},
+            )
+        if done.returncode != 0:
+            lines = log.read_text().strip().splitlines()
+            return f"{run_dir.name} failed ({done.returncode}): {lines[-1] if lines else 'no output'} (see {log})"
+        return ""
+    k = config.clusters
+    report = kmeans_on_pixels(load_dataset(config), k, seed)
     run_dir.mkdir(parents=True)
     write_json(run_dir / "summary.json", {
-        **report, "clusters": k, "labelled": 0, "dataset": data.name, "device": "cpu (scikit-learn)",
+        **report, "clusters": k, "labelled": 0, "dataset": config.dataset, "device": "cpu (scikit-learn)",
         "torch_version": torch.__version__, "git_commit": git_commit(),
         "command": f"python scripts/compare.py {protocol}  # k-means, K = {k}, seed {seed}, n_init 10",
     })
+    return ""
 
 
 def collect(runs) -> list[dict]:
@@ -165,7 +183,7 @@ def collect(runs) -> list[dict]:
         if summary_path.is_file():
             summary = json.loads(summary_path.read_text())
             records.append({"method": method.label, "slug": method.slug, "seed": seed,
-                            "labels_per_class": config.labels_per_class if config else 0, **summary})
+                            "labels_per_class": config.labels_per_class, **summary})
     return records
 
 
@@ -203,7 +221,9 @@ def write_results(protocol: str, records: list[dict], args, results_dir: Path) -
         else:
             lines.append(f"| {method.label} | {len(rows)} | {fmt([r['test_error'] for r in rows])} | {minutes} |")
     devices = sorted({r["device"] for r in records})
-    lines += ["", f"Devices: {', '.join(devices)}. torch {', '.join(sorted({r['torch_version'] for r in records}))}."]
+    threads = sorted({r["cpu_threads"] for r in records if "cpu_threads" in r})
+    lines += ["", f"Devices: {', '.join(devices)}; CPU threads per run: {', '.join(map(str, threads)) or '-'} "
+              f"(runs may have run side by side). torch {', '.join(sorted({r['torch_version'] for r in records}))}."]
     if protocol in ANCHORS:
         lines += ["", "Published anchors (PROTOCOLS.md): " + "; ".join(ANCHORS[protocol]) + "."]
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -276,12 +296,13 @@ def plot_label_sweep(prefix: str, results_dir: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("protocol", choices=sorted(PROTOCOLS))
     parser.add_argument("--seeds", type=int, help="seeds per method (default: the protocol's)")
     parser.add_argument("--data-dir", help="passed to catgan train (MNIST: a folder of the four IDX files)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--jobs", type=int, default=1, help="runs side by side, the CPU's threads shared among them")
     parser.add_argument("--runs-dir", default=str(REPO / "runs" / "compare"))
     parser.add_argument("--results-dir", default=str(REPO / "results"))
     parser.add_argument("--epochs", type=int, help="override the schedule (smoke tests only; marked in the table)")
@@ -293,16 +314,25 @@ def main() -> None:
     todo = [run for run in runs if not (run[2] / "summary.json").is_file()]
     print(f"{args.protocol}: {len(runs)} runs, {len(runs) - len(todo)} already finished", flush=True)
     if args.dry_run:
-        for method, seed, run_dir, config in runs:
-            print(f"{run_dir}: {cli_command(config) if config else 'k-means'}")
-        return
-    data = load_dataset(next(config for *_, config in runs if config is not None)) if todo else None
-    for i, (method, seed, run_dir, config) in enumerate(todo, 1):
-        print(f"[{i}/{len(todo)}] {method.label}, seed {seed} -> {run_dir}", flush=True)
-        start = time.perf_counter()
-        run_one(method, seed, run_dir, config, data, args.protocol)
-        print(f"[{i}/{len(todo)}] done in {time.perf_counter() - start:.0f} s", flush=True)
-    write_results(args.protocol, collect(runs), args, Path(args.results_dir))
+        for method, seed, run_dir, config in todo:
+            print(f"{run_dir}: {'k-means' if 'kmeans' in method.options else cli_command(config)}")
+        return 0
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    failures = []
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool, tqdm(total=len(todo), desc=args.protocol, unit="run") as bar:
+        futures = {pool.submit(run_one, *run, args.protocol, threads): run for run in todo}
+        for future in as_completed(futures):
+            method, seed, run_dir, _ = futures[future]
+            error = future.result()
+            failures += [error] if error else []
+            bar.write(error or f"finished {method.label}, seed {seed} ({run_dir})")
+            bar.update()
+    records = collect(runs)
+    if records:
+        write_results(args.protocol, records, args, Path(args.results_dir))
+    for error in failures:
+        print(f"compare.py: {error}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

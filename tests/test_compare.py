@@ -1,6 +1,7 @@
 """scripts/compare.py on a shortened digits-quick: tables, records, plot, resuming and refusals."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ def _compare(*args, cwd):
 
 
 def test_compare_runs_resumes_and_refuses_other_settings(tmp_path):
-    common = ["digits-quick", "--seeds", "2", "--epochs", "1", "--device", "cpu",
+    common = ["digits-quick", "--seeds", "2", "--epochs", "1", "--device", "cpu", "--jobs", "2",
               "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
     first = _compare(*common, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
@@ -23,6 +24,7 @@ def test_compare_runs_resumes_and_refuses_other_settings(tmp_path):
     assert {r["slug"] for r in records} == {"catgan", "supervised", "all-labels"}
     for record in records:
         assert {"test_error", "wall_seconds", "device", "torch_version", "git_commit", "command", "seed"} <= set(record)
+        assert record["cpu_threads"] == max(1, (os.cpu_count() or 1) // 2)
         assert record["command"].startswith("catgan train ") and " --epochs 1 " in record["command"]
     table = (tmp_path / "results" / "digits-quick.md").read_text()
     assert "| CatGAN | 2 |" in table and "not the protocol's schedule" in table
@@ -46,3 +48,12 @@ def test_a_killed_run_is_kept_aside_and_run_again(tmp_path):
     assert done.returncode == 0, done.stderr
     assert (half_done / "summary.json").is_file()
     assert (half_done.parent / "catgan-seed0.incomplete" / "config.json").read_text() == "{}"
+
+
+def test_failed_runs_are_reported_and_fail_the_script(tmp_path):
+    done = _compare("mnist-100", "--seeds", "1", "--epochs", "1", "--data-dir", str(tmp_path / "nowhere"),
+                    "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"), cwd=tmp_path)
+    assert done.returncode == 1
+    errors = done.stderr.strip().splitlines()[-3:]
+    assert all("failed (2): catgan train: error: mnist not found" in line for line in errors), done.stderr
+    assert not (tmp_path / "results").exists()
