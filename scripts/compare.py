@@ -32,7 +32,7 @@ from catgan.runs import write_json
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Schedules fixed before any protocol run. MNIST-like widths and epochs come from
+# Schedules fixed before any protocol run. MNIST-like widths and epochs: see the end of
 # results/pilot-mnist.md (validation images carved from the training split, never the test split).
 SETTINGS = {
     "digits": {},
