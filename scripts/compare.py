@@ -244,7 +244,7 @@ def plot_protocol(protocol, records, methods, clustering, path: Path) -> None:
     key = "clustering_accuracy" if clustering else "test_error"
     shown = [(m.label, [r[key] for r in records if r["slug"] == m.slug]) for m in methods]
     shown = [(label, values) for label, values in shown if values]
-    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.7 * len(shown)))
+    fig, ax = plt.subplots(figsize=(8, 1.0 + 0.7 * len(shown)))
     means = [statistics.fmean(v) for _, v in shown]
     stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for _, v in shown]
     ax.barh(range(len(shown)), means, xerr=stds, capsize=4, color="tab:blue")
@@ -253,7 +253,7 @@ def plot_protocol(protocol, records, methods, clustering, path: Path) -> None:
     ax.set_yticks(range(len(shown)), [f"{label} (n={len(v)})" for label, v in shown])
     ax.invert_yaxis()
     ax.set_xlabel("clustering accuracy % (one-to-one)" if clustering else "test error %")
-    ax.set_title(f"{protocol}: mean ± sample std over seeds (dots: seeds)")
+    ax.set_title(f"{protocol}: mean ± sample std over seeds\n(dots: single seeds)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
