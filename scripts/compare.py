@@ -306,13 +306,21 @@ def main() -> int:
     parser.add_argument("--runs-dir", default=str(REPO / "runs" / "compare"))
     parser.add_argument("--results-dir", default=str(REPO / "results"))
     parser.add_argument("--epochs", type=int, help="override the schedule (smoke tests only; marked in the table)")
+    parser.add_argument("--only", nargs="+", metavar="METHOD", help="run only these methods (run directory stems, "
+                        "e.g. supervised all-labels); the tables still cover every finished run")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their commands, run nothing")
     args = parser.parse_args()
     runs = plan(args.protocol, args.seeds, args)
     for method, seed, run_dir, config in runs:
         check_finished_run_matches(run_dir, config)
-    todo = [run for run in runs if not (run[2] / "summary.json").is_file()]
-    print(f"{args.protocol}: {len(runs)} runs, {len(runs) - len(todo)} already finished", flush=True)
+    slugs = {method.slug for method, *_ in runs}
+    unknown = sorted(set(args.only or []) - slugs)
+    if unknown:
+        sys.exit(f"compare.py: --only {' '.join(unknown)}: {args.protocol} has the methods {', '.join(sorted(slugs))}")
+    todo = [run for run in runs if not (run[2] / "summary.json").is_file() and (not args.only or run[0].slug in args.only)]
+    finished = sum((run_dir / "summary.json").is_file() for _, _, run_dir, _ in runs)
+    only = f", {len(todo)} of the others to run now (--only)" if args.only else ""
+    print(f"{args.protocol}: {len(runs)} runs, {finished} already finished{only}", flush=True)
     if args.dry_run:
         for method, seed, run_dir, config in todo:
             print(f"{run_dir}: {'k-means' if 'kmeans' in method.options else cli_command(config)}")

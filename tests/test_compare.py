@@ -57,3 +57,14 @@ def test_failed_runs_are_reported_and_fail_the_script(tmp_path):
     errors = done.stderr.strip().splitlines()[-3:]
     assert all("failed (2): catgan train: error: mnist not found" in line for line in errors), done.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_only_runs_the_named_methods_and_refuses_unknown_ones(tmp_path):
+    common = ["digits-quick", "--seeds", "1", "--epochs", "1", "--device", "cpu",
+              "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
+    first = _compare(*common, "--only", "supervised", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "3 runs, 0 already finished, 1 of the others to run now (--only)" in first.stdout
+    assert sorted(p.name for p in (tmp_path / "runs" / "digits-quick").iterdir() if p.is_dir()) == ["supervised-seed0"]
+    unknown = _compare(*common, "--only", "ladder", cwd=tmp_path)
+    assert unknown.returncode != 0 and "digits-quick has the methods all-labels, catgan, supervised" in unknown.stderr
