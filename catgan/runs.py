@@ -74,6 +74,15 @@ def create_run_dir(run_dir: Path) -> None:
         raise CatGANError(f"cannot create run directory {run_dir}: {err.strerror or err}") from None
 
 
+def set_aside(run_dir: Path) -> Path:
+    """Rename an unfinished run directory to ``NAME.incomplete`` (or ``NAME.incomplete-N`` when
+    that is taken), so that the run can start again under its name; returns the new path."""
+    aside, n = run_dir.with_name(run_dir.name + ".incomplete"), 1
+    while aside.exists():
+        aside, n = run_dir.with_name(f"{run_dir.name}.incomplete-{n}"), n + 1
+    return run_dir.rename(aside)
+
+
 def write_json(path: Path, value: Any) -> None:
     """Write ``value`` as indented JSON, atomically (a temporary file renamed into place)."""
     _atomic_write(path, lambda f: f.write((json.dumps(value, indent=2) + "\n").encode()))

@@ -5,8 +5,9 @@
 Each run is its recorded `catgan train` command, in a process of its own (--jobs of them side by
 side, the CPU's threads shared among them), and leaves its run directory under --runs-dir. A run
 whose directory already holds a summary.json is not run again, so the script can be stopped and
-resumed; one that did not finish is moved aside and run again. From all finished runs it writes results/PROTOCOL.json (every run), results/PROTOCOL.md (mean and sample
-standard deviation per method, beside the published anchors) and results/PROTOCOL.png; for
+resumed; one that did not finish is moved aside and run again. From all finished runs it writes
+results/PROTOCOL.json (every run), results/PROTOCOL.md (mean and sample standard deviation per
+method, beside the published anchors) and results/PROTOCOL.png; for
 semi-supervised MNIST and Fashion-MNIST protocols also the error against the number of labels.
 """
 
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 
 from catgan import TrainConfig, load_dataset
 from catgan.baselines import kmeans_on_pixels
-from catgan.runs import write_json
+from catgan.runs import set_aside, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -149,10 +150,7 @@ def check_finished_run_matches(run_dir: Path, config: TrainConfig) -> None:
 def run_one(method: Method, seed: int, run_dir: Path, config: TrainConfig, protocol: str, threads: int) -> str:
     """Run one planned run to its end; returns an error line, or "" when it finished."""
     if run_dir.exists():  # an earlier attempt that did not finish: keep it aside, start again
-        aside, n = run_dir.with_name(run_dir.name + ".incomplete"), 1
-        while aside.exists():
-            aside, n = run_dir.with_name(f"{run_dir.name}.incomplete-{n}"), n + 1
-        run_dir.rename(aside)
+        set_aside(run_dir)
     if "kmeans" not in method.options:  # the recorded command itself, in a process of its own
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         log = run_dir.with_name(run_dir.name + ".log")

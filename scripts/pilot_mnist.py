@@ -3,8 +3,9 @@
 The MNIST training split is cut into 50,000 images to train on (100 of them labelled, 10 per
 class, drawn from the seed) and 10,000 held out for validation; the official test split is not
 loaded. Each variant trains with its validation error logged after every epoch, so one run gives
-the error along its schedule. Variants already finished in --out-dir are not run again; the
-table in results/pilot-mnist.md (and .json) covers every finished variant.
+the error along its schedule. Variants already finished in --out-dir are not run again (an
+interrupted one is set aside and trained again); the table in results/pilot-mnist.md (and .json)
+covers every variant that logged a validation error, interrupted ones marked as such.
 
     python scripts/pilot_mnist.py [--variant NAME ...] [--out-dir runs/pilot-mnist]
 
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from catgan import ImageData, TrainConfig, load_dataset, train
+from catgan.runs import set_aside
 
 REPO = Path(__file__).resolve().parent.parent
 VARIANTS = {
@@ -63,7 +65,8 @@ def write_table(out_dir: Path) -> None:
         if not evaluations:
             continue
         finished = (run_dir / "summary.json").is_file()
-        meta = json.loads((run_dir / "summary.json").read_text()) if finished else {}
+        meta = json.loads((run_dir / "summary.json").read_text()) if finished else {
+            "git_commit": _head_when_written(run_dir / "config.json")}
         clock = [r["seconds"] for r in records if "seconds" in r and r["step"] <= evaluations[-1]["step"]]
         seconds = meta.get("wall_seconds", clock[-1]) / len(evaluations)
         rows.append({"variant": name, **options, "finished": finished,
@@ -78,8 +81,10 @@ def write_table(out_dir: Path) -> None:
         "",
         "`python scripts/pilot_mnist.py --variant NAME`, seed 0; trained on 50,000 MNIST training images",
         "(100 labelled), validated on the other 10,000 training images; the test split is not read.",
-        "Commits, devices and torch versions per finished variant are in pilot-mnist.json. Seconds per",
-        "epoch were measured with two variants running side by side on one thread each, on a 2-core CPU.",
+        "Commits, devices and torch versions of finished variants are in pilot-mnist.json. An interrupted",
+        "variant wrote no summary: its commit there is HEAD when its config.json was written (from git log),",
+        "and its device is not recorded by the run. Seconds per epoch were measured with two variants",
+        "running side by side on one thread each, on a 2-core CPU.",
         "",
         "| variant | " + " | ".join(f"ep {e}" for e in range(1, epochs + 1)) + " | s / epoch |",
         "|---|" + "---|" * (epochs + 1),
@@ -101,9 +106,19 @@ constant learning rate. With a constant rate the first 10 epochs of d32-g16-15ep
 10-epoch run, so its epoch-10 column (2.04%) is the validation error of that schedule. Width 16
 for D was worse at every epoch. Linear decay over the last third of 15 epochs (d32-g16-15ep-decay)
 was about 0.1 points better at epochs 12-13 than the constant rate, but 15 epochs cost 1.5 times
-the CPU time of 10 (10 epochs: about 53 minutes per run here, two runs side by side on one thread
-each), so the protocol runs were fixed at 10 epochs before any of them read the test split.
+the CPU time of 10 (10 epochs of this 50,000-image split: about 53 minutes per run here, two runs
+side by side on one thread each), so the protocol runs were fixed at 10 epochs before any of them
+read the test split.
 """
+
+
+def _head_when_written(path: Path) -> str | None:
+    """The repository's HEAD commit at the time ``path`` was last written (None outside git)."""
+    import subprocess
+
+    done = subprocess.run(["git", "log", "-1", "--format=%H", f"--before=@{int(path.stat().st_mtime)}"],
+                          cwd=REPO, capture_output=True, text=True)
+    return done.stdout.strip() or None
 
 
 def main() -> None:
@@ -119,6 +134,8 @@ def main() -> None:
         mnist.x_test = mnist.y_test = None  # the official test split is not used here
         data = validation_split(mnist)
         for name in todo:
+            if (out_dir / name).exists():  # interrupted earlier: keep it aside, train the variant again
+                set_aside(out_dir / name)
             config = TrainConfig(dataset="mnist", labels_per_class=10, eval_every=1, out_dir=str(out_dir), name=name,
                                  **VARIANTS[name])
             train(config, data=data, command=f"python scripts/pilot_mnist.py --variant {name}")
