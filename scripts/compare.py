@@ -1,6 +1,6 @@
 """CatGAN beside its baselines on one evaluation protocol of PROTOCOLS.md, over seeds.
 
-    python scripts/compare.py PROTOCOL [--seeds N] [--data-dir DIR] [--device auto] [--jobs N]
+    python scripts/compare.py PROTOCOL [--seeds N] [--data-dir DIR] [--device auto] [--jobs N] [--threads N]
 
 Each run is its recorded `catgan train` command, in a process of its own (--jobs of them side by
 side, the CPU's threads shared among them), and leaves its run directory under --runs-dir. A run
@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from catgan import TrainConfig, load_dataset
@@ -164,7 +165,8 @@ def run_one(method: Method, seed: int, run_dir: Path, config: TrainConfig, proto
             return f"{run_dir.name} failed ({done.returncode}): {lines[-1] if lines else 'no output'} (see {log})"
         return ""
     k = config.clusters
-    report = kmeans_on_pixels(load_dataset(config), k, seed)
+    with threadpool_limits(threads):  # in this process: keep to its share of the CPU
+        report = kmeans_on_pixels(load_dataset(config), k, seed)
     run_dir.mkdir(parents=True)
     write_json(run_dir / "summary.json", {
         **report, "clusters": k, "labelled": 0, "dataset": config.dataset, "device": "cpu (scikit-learn)",
@@ -301,13 +303,18 @@ def main() -> int:
     parser.add_argument("--data-dir", help="passed to catgan train (MNIST: a folder of the four IDX files)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side, the CPU's threads shared among them")
+    parser.add_argument("--threads", type=int, help="CPU threads per run (default: the CPU's cores / --jobs); "
+                        "keep jobs x threads at or below the cores, counting other compare.py processes")
     parser.add_argument("--runs-dir", default=str(REPO / "runs" / "compare"))
     parser.add_argument("--results-dir", default=str(REPO / "results"))
     parser.add_argument("--epochs", type=int, help="override the schedule (smoke tests only; marked in the table)")
     parser.add_argument("--only", nargs="+", metavar="METHOD", help="run only these methods (run directory stems, "
                         "e.g. supervised all-labels); the tables still cover every finished run")
+    parser.add_argument("--only-seeds", nargs="+", type=int, metavar="SEED", help="run only these seeds")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their commands, run nothing")
     args = parser.parse_args()
+    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
+        sys.exit("compare.py: --jobs and --threads must be at least 1")
     runs = plan(args.protocol, args.seeds, args)
     for method, seed, run_dir, config in runs:
         check_finished_run_matches(run_dir, config)
@@ -315,15 +322,16 @@ def main() -> int:
     unknown = sorted(set(args.only or []) - slugs)
     if unknown:
         sys.exit(f"compare.py: --only {' '.join(unknown)}: {args.protocol} has the methods {', '.join(sorted(slugs))}")
-    todo = [run for run in runs if not (run[2] / "summary.json").is_file() and (not args.only or run[0].slug in args.only)]
+    todo = [run for run in runs if not (run[2] / "summary.json").is_file() and (not args.only or run[0].slug in args.only)
+            and (args.only_seeds is None or run[1] in args.only_seeds)]
     finished = sum((run_dir / "summary.json").is_file() for _, _, run_dir, _ in runs)
-    only = f", {len(todo)} of the others to run now (--only)" if args.only else ""
+    only = f", {len(todo)} of the others to run now (--only)" if args.only or args.only_seeds is not None else ""
     print(f"{args.protocol}: {len(runs)} runs, {finished} already finished{only}", flush=True)
     if args.dry_run:
         for method, seed, run_dir, config in todo:
             print(f"{run_dir}: {'k-means' if 'kmeans' in method.options else cli_command(config)}")
         return 0
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     failures = []
     with ThreadPoolExecutor(max_workers=args.jobs) as pool, tqdm(total=len(todo), desc=args.protocol, unit="run") as bar:
         futures = {pool.submit(run_one, *run, args.protocol, threads): run for run in todo}

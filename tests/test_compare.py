@@ -68,3 +68,14 @@ def test_only_runs_the_named_methods_and_refuses_unknown_ones(tmp_path):
     assert sorted(p.name for p in (tmp_path / "runs" / "digits-quick").iterdir() if p.is_dir()) == ["supervised-seed0"]
     unknown = _compare(*common, "--only", "ladder", cwd=tmp_path)
     assert unknown.returncode != 0 and "digits-quick has the methods all-labels, catgan, supervised" in unknown.stderr
+
+
+def test_only_seeds_plans_just_those_seeds(tmp_path):
+    done = _compare("digits-quick", "--seeds", "3", "--only-seeds", "2", "--dry-run", "--threads", "1",
+                    "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    listed = [line.split(":")[0] for line in done.stdout.splitlines() if line.startswith(str(tmp_path))]
+    assert sorted(Path(p).name for p in listed) == ["all-labels-seed2", "catgan-seed2", "supervised-seed2"]
+    assert "9 runs, 0 already finished, 3 of the others to run now (--only)" in done.stdout
+    zero = _compare("digits-quick", "--threads", "0", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert zero.returncode != 0 and "--jobs and --threads must be at least 1" in zero.stderr
