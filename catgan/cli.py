@@ -1,8 +1,9 @@
-"""The ``catgan`` command: ``train``, ``evaluate`` and ``sample``.
+"""The ``catgan`` command: ``train``, ``evaluate``, ``sample`` and ``plot``.
 
 A thin layer over the library: each handler builds a `TrainConfig` or opens a run directory and
-calls library functions. Bad input ends with one line on stderr and exit status 2; an interrupt
-(Ctrl-C) saves a checkpoint and exits with 130.
+calls library functions. Bad input ends with one line on stderr and exit status 2; a run whose
+losses stop being finite keeps its last good weights and exits with 3; an interrupt (Ctrl-C)
+saves a checkpoint and exits with 130.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import sys
 from pathlib import Path
 
 from catgan.config import DATASETS, DEFAULT_EPOCHS, METHODS, CatGANError, TrainConfig, check_seed
+from catgan.diagnostics import TrainingDiverged
 
 EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -94,7 +97,12 @@ def _build_parser() -> argparse.ArgumentParser:
     _add(output, "out_dir", "parent folder of run directories")
     _add(output, "name", "run directory name (default: dataset, labels, seed and time); an existing one is refused")
     _add(output, "eval_every", "also evaluate on the test split every N epochs, for the log only", type=int)
-    _add(output, "log_every", "log loss terms every N steps", type=int)
+    _add(output, "log_every", "log loss terms, gradient norms and D-scores every N steps", type=int)
+    _add(output, "sample_every", "also save a grid of samples from fixed noise every N epochs, into RUN/samples/",
+         type=int)
+    output.add_argument("--tensorboard", action="store_const", const=True, default=None,
+                        help="also write the logged figures for TensorBoard into RUN/tensorboard/ "
+                        "(needs: pip install tensorboard)")
     output.add_argument("--no-progress", dest="progress", action="store_const", const=False, default=None,
                         help="hide the progress bar")
 
@@ -110,6 +118,14 @@ def _build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--num", type=int, default=100, help="number of images (default: 100)")
     sample.add_argument("--seed", type=int, default=0, help="seed of the latent noise (default: 0)")
     sample.add_argument("--out", help="PNG file to write (default: RUN/samples-seed<SEED>.png)")
+    plot = commands.add_parser(
+        "plot", help="draw a run's training curves into PNG files",
+        description="Draw a run's logged loss terms, entropies, gradient norms, D-scores, the classes D gives "
+        "generated images, and its test figures, one PNG file each.",
+    )
+    plot.set_defaults(handler=_plot)
+    plot.add_argument("run", metavar="RUN", help="run directory (finished or still training)")
+    plot.add_argument("--out", help="folder to write into (default: RUN/plots)")
     return parser
 
 
@@ -177,6 +193,14 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from catgan.plots import plot_run
+
+    written = plot_run(args.run, args.out)
+    print(f"wrote {len(written)} plots to {written[0].parent}: {', '.join(p.name for p in written)}")
+    return 0
+
+
 def _print_figures(figures: dict, test_images: int) -> None:
     if "clustering_accuracy" in figures:
         line = (f"clustering accuracy (one-to-one): {figures['clustering_accuracy']:.2f}%  "
@@ -199,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     try:
         return args.handler(args)
+    except TrainingDiverged as err:
+        print(f"catgan {args.command}: stopped: {err}", file=sys.stderr)
+        return EXIT_DIVERGED
     except CatGANError as err:
         print(f"catgan {args.command}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -72,7 +72,9 @@ class TrainConfig:
     out_dir: str = "runs"  # parent folder of run directories
     name: str | None = None  # run directory name; None: dataset, labels, seed and a timestamp
     eval_every: int = 0  # evaluate on the test split every N epochs, for the log only (0: at the end only)
-    log_every: int = 20  # write loss terms to metrics.jsonl every N steps
+    log_every: int = 20  # write loss terms and diagnostics to metrics.jsonl every N steps
+    sample_every: int = 0  # also save a grid from fixed noise every N epochs into samples/ (0: at the end only)
+    tensorboard: bool = False  # also write the logged figures for TensorBoard (needs the tensorboard package)
     progress: bool = True  # show a progress bar
 
     def __post_init__(self) -> None:
@@ -118,7 +120,9 @@ class TrainConfig:
         need(_is_number(self.d_noise) and self.d_noise >= 0, f"d_noise must be a number >= 0, got {self.d_noise!r}")
         check_seed(self.seed)
         check_device_name(self.device)
-        need(_is_int(self.eval_every) and self.eval_every >= 0, f"eval_every must be an integer >= 0, got {self.eval_every!r}")
+        for name in ("eval_every", "sample_every"):
+            value = getattr(self, name)
+            need(_is_int(value) and value >= 0, f"{name} must be an integer >= 0, got {value!r}")
         need(
             self.name is None or (isinstance(self.name, str) and self.name not in ("", ".", "..") and "/" not in self.name),
             f"name must be a plain folder name, got {self.name!r}",

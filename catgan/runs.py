@@ -7,7 +7,12 @@ A run directory holds:
 - ``metrics.jsonl``: one JSON object per logged step, and one per evaluation;
 - ``checkpoint.pt``: configuration, networks and optimisers, readable with ``weights_only=True``;
 - ``samples.png``: a grid of generated images from fixed noise;
-- ``summary.json``: the final figures (``test_error`` in percent, ``wall_seconds``, ...).
+- ``samples_by_class.png``: generated images in rows by the class D gives them;
+- ``samples/epoch-NNNN.png``: the fixed-noise grid along training (with ``sample_every``);
+- ``tensorboard/``: TensorBoard event files (with ``tensorboard``);
+- ``plots/``: PNG curves drawn by ``catgan plot``;
+- ``summary.json``: the final figures (``test_error`` in percent, ``wall_seconds``, ...) and the
+  warnings raised during training.
 """
 
 from __future__ import annotations
@@ -33,7 +38,11 @@ METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
 SAMPLES = "samples.png"
 SUMMARY = "summary.json"
-RUN_FILES = (CONFIG, LABELLED, METRICS, CHECKPOINT, SAMPLES, SUMMARY)
+CLASS_SAMPLES = "samples_by_class.png"
+SAMPLES_DIR = "samples"
+TENSORBOARD_DIR = "tensorboard"
+PLOTS_DIR = "plots"
+RUN_FILES = (CONFIG, LABELLED, METRICS, CHECKPOINT, SAMPLES, CLASS_SAMPLES, SUMMARY)
 
 
 def plan_run_dir(config: TrainConfig) -> Path:
@@ -137,17 +146,25 @@ def load_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
     return checkpoint
 
 
-def save_image_grid(images: Tensor, path: Path, nrow: int | None = None, min_tile: int = 32) -> None:
-    """Save images in [-1, 1] (B, C, H, W) as one PNG grid of ``nrow`` per row (default: a square),
-    enlarging small images (nearest) to at least ``min_tile`` pixels so that 8x8 digits stay visible."""
-    from torchvision.utils import save_image
+def image_grid(images: Tensor, nrow: int | None = None, min_tile: int = 32) -> Tensor:
+    """Images in [-1, 1] (B, C, H, W) tiled ``nrow`` per row (default: a square) into one image
+    (C, H', W') in [0, 1] with white borders, small images enlarged (nearest) to at least
+    ``min_tile`` pixels so that 8x8 digits stay visible."""
+    from torchvision.utils import make_grid
 
     images = images.detach().float().cpu()
     nrow = nrow or math.ceil(math.sqrt(len(images)))
     scale = max(1, -(-min_tile // max(images.shape[-2:])))
     if scale > 1:
         images = F.interpolate(images, scale_factor=scale, mode="nearest")
-    save_image(images * 0.5 + 0.5, path, nrow=nrow, padding=2, pad_value=1.0)
+    return make_grid(images * 0.5 + 0.5, nrow=nrow, padding=2, pad_value=1.0).clamp(0, 1)
+
+
+def save_image_grid(images: Tensor, path: Path, nrow: int | None = None, min_tile: int = 32) -> None:
+    """Save images in [-1, 1] (B, C, H, W) as one PNG grid (see `image_grid`)."""
+    from torchvision.utils import save_image
+
+    save_image(image_grid(images, nrow, min_tile), path)
 
 
 def load_run(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[TrainConfig, "CatGAN", list[str]]:

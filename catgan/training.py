@@ -9,11 +9,13 @@ when it logs, so the inner loop does not wait on the device.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import subprocess
+import sys
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -23,6 +25,14 @@ from torch import Tensor, nn
 from catgan import __version__
 from catgan.config import CatGANError, TrainConfig, check_device_name
 from catgan.data import ImageData, labelled_indices, load_dataset
+from catgan.diagnostics import (
+    HealthMonitor,
+    TrainingDiverged,
+    TrainingWarning,
+    class_histogram,
+    d_score,
+    gradient_norm,
+)
 from catgan.losses import discriminator_terms, generator_terms
 from catgan.metrics import clustering_report, error_rate
 from catgan.models import CatGAN, frozen_batchnorm_statistics
@@ -74,8 +84,8 @@ def discriminator_step(model: CatGAN, optimizer: torch.optim.Optimizer, batch: B
 
     Real images (unlabelled and labelled together) go through D in one batch, generated images in
     another with D's batch-norm running statistics left unchanged. Returns the loss terms of
-    `catgan.losses.discriminator_loss` as detached tensors, plus ``accuracy_lab`` (D's accuracy
-    on the labelled batch) when there is one.
+    `catgan.losses.discriminator_loss` as detached tensors, plus ``grad_norm`` (of D's gradients)
+    and ``accuracy_lab`` (D's accuracy on the labelled batch) when there is one.
     """
     discriminator, generator = model.discriminator, model.generator
     with torch.no_grad():
@@ -90,6 +100,7 @@ def discriminator_step(model: CatGAN, optimizer: torch.optim.Optimizer, batch: B
     loss, terms = discriminator_terms(logits_real, logits_fake, logits_lab, batch.y_lab, lam)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    terms["grad_norm"] = gradient_norm(discriminator).detach()
     optimizer.step()
     if logits_lab is not None:
         terms["accuracy_lab"] = _accuracy(logits_lab, batch.y_lab)
@@ -101,7 +112,8 @@ def generator_step(model: CatGAN, optimizer: torch.optim.Optimizer, batch_size: 
 
     D sees them in training mode (its noise on, batch statistics, running statistics unchanged);
     only G's parameters receive gradients. Returns the terms of `catgan.losses.generator_loss`
-    as detached tensors.
+    as detached tensors, G's ``grad_norm`` and ``class_histogram`` (K,): the fraction of the
+    generated images D assigns to each class.
     """
     discriminator, generator = model.discriminator, model.generator
     x_fake = generator(model.sample_latent(batch_size))
@@ -110,6 +122,8 @@ def generator_step(model: CatGAN, optimizer: torch.optim.Optimizer, batch_size: 
     loss, terms = generator_terms(logits_fake)
     optimizer.zero_grad(set_to_none=True)
     loss.backward(inputs=list(generator.parameters()))
+    terms["grad_norm"] = gradient_norm(generator).detach()
+    terms["class_histogram"] = class_histogram(logits_fake)
     optimizer.step()
     return terms
 
@@ -118,14 +132,15 @@ def supervised_step(model: CatGAN, optimizer: torch.optim.Optimizer, batch: Batc
     """One cross-entropy update of the discriminator on the labelled batch alone: the supervised
     baseline, with the same network, noise and batch norm as CatGAN's discriminator.
 
-    Returns ``cross_entropy`` and ``accuracy_lab`` as detached tensors.
+    Returns ``cross_entropy``, ``accuracy_lab`` and ``grad_norm`` as detached tensors.
     """
     logits_lab = model.discriminator(batch.x_lab)
     loss = F.cross_entropy(logits_lab, batch.y_lab)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    norm = gradient_norm(model.discriminator).detach()
     optimizer.step()
-    return {"cross_entropy": loss.detach(), "accuracy_lab": _accuracy(logits_lab, batch.y_lab)}
+    return {"cross_entropy": loss.detach(), "accuracy_lab": _accuracy(logits_lab, batch.y_lab), "grad_norm": norm}
 
 
 def _accuracy(logits: Tensor, y: Tensor) -> Tensor:
@@ -202,10 +217,16 @@ class Trainer:
         data: the dataset (the trainer never loads one itself).
         run_dir: the run directory to write, created beforehand and empty; None writes nothing.
         command: the command line that started the run, recorded in the summary.
+        report: where warnings go, one line each (default: stderr, above the progress bar).
     """
 
     def __init__(
-        self, config: TrainConfig, data: ImageData, run_dir: Path | None = None, command: str | None = None
+        self,
+        config: TrainConfig,
+        data: ImageData,
+        run_dir: Path | None = None,
+        command: str | None = None,
+        report: Callable[[str], None] | None = None,
     ) -> None:
         self.config = dataclasses.replace(config, epochs=config.resolved_epochs())
         self.data, self.run_dir, self.command = data, run_dir, command
@@ -226,6 +247,9 @@ class Trainer:
         self.x_train, self.y_train = data.x_train.to(self.storage), data.y_train.to(self.storage)
         self.step = 0
         self.epoch = 0
+        self.monitor = HealthMonitor(self.num_clusters, report=report or _report)
+        self._last_good: dict[str, Any] | None = None  # checkpoint state at the end of the last finite epoch
+        self._writer = None  # TensorBoard's SummaryWriter, when asked for
 
     @property
     def steps_per_epoch(self) -> int:
@@ -250,12 +274,15 @@ class Trainer:
             next_labelled = IndexCycler(labelled, min(config.batch_size, len(labelled)), order)
         total = config.epochs * self.steps_per_epoch
         bar = _progress_bar(total, config)
+        self._writer = _tensorboard_writer(self.run_dir) if config.tensorboard and self.run_dir else None
+        self._keep_last_good()
         try:
             for self.epoch in range(1, config.epochs + 1):
                 for _ in range(self.steps_per_epoch):
+                    lr = learning_rate(config, self.step, total)
                     for optimizer in (self.opt_d, self.opt_g):
                         for group in optimizer.param_groups:
-                            group["lr"] = learning_rate(config, self.step, total)
+                            group["lr"] = lr
                     x_lab, y_lab = self._gather(next_labelled)
                     x_unl, _ = self._gather(next_unlabelled)
                     batch = Batch(x_lab, y_lab, x_unl)
@@ -267,19 +294,36 @@ class Trainer:
                     self.step += 1
                     bar.update()
                     if self.step % config.log_every == 0 or self.step == total:
-                        self._log(terms_d, terms_g, time.perf_counter() - start, bar)
-                if config.eval_every and self.epoch % config.eval_every == 0 and self.epoch < config.epochs:
-                    self._append_metrics({"split": "test", **self.evaluate_test()})
+                        self._log(terms_d, terms_g, lr, time.perf_counter() - start, bar)
+                self._end_epoch()
         except KeyboardInterrupt:
             self.save_checkpoint()
             raise
+        except _NonFinite as stop:
+            return self._stop_diverged(stop.warning, time.perf_counter() - start)
         finally:
             bar.close()
+            if self._writer is not None:
+                self._writer.close()
         figures = self.evaluate_test()
         self._append_metrics({"split": "test", **figures})
         summary = {
             **figures,
-            "wall_seconds": time.perf_counter() - start,
+            **self._common_summary(time.perf_counter() - start),
+        }
+        if self.run_dir is not None:
+            self.save_checkpoint()
+            if config.method == "catgan":
+                self.save_samples(self.run_dir / runs.SAMPLES)
+                self.save_class_samples(self.run_dir / runs.CLASS_SAMPLES)
+            runs.write_json(self.run_dir / runs.SUMMARY, summary)
+        return summary
+
+    def _common_summary(self, seconds: float) -> dict[str, Any]:
+        """What every summary records besides the figures: time, sizes, versions, warnings."""
+        config = self.config
+        return {
+            "wall_seconds": seconds,
             "steps": self.step,
             "epochs": config.epochs,
             "labelled": len(self.labelled) if config.uses_labels else 0,
@@ -292,13 +336,45 @@ class Trainer:
             "catgan_version": __version__,
             "git_commit": _git_commit(),
             "command": self.command,
+            "warnings": [warning.to_dict() for warning in self.monitor.warnings],
         }
+
+    def _end_epoch(self) -> None:
+        """Keep the weights if they are finite, draw the epoch's samples, evaluate if asked."""
+        config = self.config
+        bad = [name for name, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            message = f"non-finite weights in {len(bad)} parameters ({bad[0]}, ...)"
+            raise _NonFinite(self.monitor.fire("non_finite", self.step, self.epoch, message))
+        self._keep_last_good()
+        if config.sample_every and self.epoch % config.sample_every == 0 and config.method == "catgan" and self.run_dir:
+            (self.run_dir / runs.SAMPLES_DIR).mkdir(exist_ok=True)
+            self.save_samples(self.run_dir / runs.SAMPLES_DIR / f"epoch-{self.epoch:04d}.png")
+        if config.eval_every and self.epoch % config.eval_every == 0 and self.epoch < config.epochs:
+            figures = self.evaluate_test()
+            self._append_metrics({"split": "test", **figures})
+            self._tensorboard_scalars({f"test/{name}": value for name, value in figures.items()})
+
+    def _keep_last_good(self) -> None:
+        self._last_good = copy.deepcopy(self.checkpoint_state())
+
+    def _stop_diverged(self, warning: TrainingWarning, seconds: float) -> dict[str, Any]:
+        """After a non-finite loss: put back the last good weights, save them, record why, raise."""
+        good = self._last_good
+        self.model.generator.load_state_dict(good["generator"])
+        self.model.discriminator.load_state_dict(good["discriminator"])
+        summary = {
+            "status": "diverged",
+            "diverged_at_step": warning.step,
+            "last_good_epoch": good["epoch"],
+            **self._common_summary(seconds),
+        }
+        where = "nothing was written"
         if self.run_dir is not None:
-            self.save_checkpoint()
-            if config.method == "catgan":
-                self.save_samples(self.run_dir / runs.SAMPLES)
+            runs.save_checkpoint(self.run_dir / runs.CHECKPOINT, good)
             runs.write_json(self.run_dir / runs.SUMMARY, summary)
-        return summary
+            where = f"{self.run_dir / runs.CHECKPOINT} holds the weights from the end of epoch {good['epoch']}"
+        raise TrainingDiverged(f"training diverged at step {warning.step} ({warning.message}); {where}")
 
     def _gather(self, cycler: IndexCycler | None) -> tuple[Tensor | None, Tensor | None]:
         """The next batch of training images and labels from ``cycler`` (None: no batch)."""
@@ -319,6 +395,13 @@ class Trainer:
             images = self.model.generator(z.to(self.device))
         self.model.generator.train()
         runs.save_image_grid(images, path)
+
+    def save_class_samples(self, path: Path) -> None:
+        """Generated images arranged by D's predicted class, one row per class (see `plots.class_grid`)."""
+        from catgan.plots import class_grid
+
+        names = list(self.data.classes) if self.config.uses_labels else None
+        class_grid(self.model, path, class_names=names, seed=self.config.seed)
 
     def checkpoint_state(self) -> dict[str, Any]:
         """Everything needed to rebuild the networks and continue training, weights-only loadable."""
@@ -353,12 +436,58 @@ class Trainer:
         if self.run_dir is not None:
             runs.append_jsonl(self.run_dir / runs.METRICS, {"step": self.step, "epoch": self.epoch, **record})
 
-    def _log(self, terms_d: dict[str, Tensor], terms_g: dict[str, Tensor], seconds: float, bar) -> None:
-        d = {name: float(value) for name, value in terms_d.items()}
-        g = {name: float(value) for name, value in terms_g.items()}
-        self._append_metrics({"seconds": round(seconds, 3), "d": d, "g": g})
+    def _log(self, terms_d: dict[str, Tensor], terms_g: dict[str, Tensor], lr: float, seconds: float, bar) -> None:
+        """Write one record to metrics.jsonl (and TensorBoard), let the monitor read it; stop on NaN."""
+        d, g = _plain(terms_d), _plain(terms_g)
+        histogram = g.pop("class_histogram", None)
+        record: dict[str, Any] = {"seconds": round(seconds, 3), "lr_d": lr, "lr_g": lr, "d": d, "g": g}
+        if "marginal_entropy_real" in d:
+            record["d_score_real"] = d_score(d["marginal_entropy_real"], d["conditional_entropy_real"])
+        if "marginal_entropy_fake" in g:
+            record["d_score_fake"] = d_score(g["marginal_entropy_fake"], g["conditional_entropy_fake"])
+        if histogram is not None:
+            record["fake_class_histogram"] = histogram
+        self._append_metrics(record)
+        self._tensorboard_scalars({
+            **{f"d/{name}": value for name, value in d.items()}, **{f"g/{name}": value for name, value in g.items()},
+            **{name: value for name, value in record.items() if name.startswith(("lr_", "d_score"))},
+            **{f"fake_class/{k}": share for k, share in enumerate(histogram or [])},
+        })
         shown = {"loss_d": d.get("loss_d"), "loss_g": g.get("loss_g"), "ce": d.get("cross_entropy")}
         bar.set_postfix({name: f"{value:.3f}" for name, value in shown.items() if value is not None}, refresh=False)
+        for warning in self.monitor.observe(record, self.step, self.epoch):
+            if warning.name == "non_finite":
+                raise _NonFinite(warning)
+
+    def _tensorboard_scalars(self, scalars: dict[str, float]) -> None:
+        if self._writer is not None:
+            for name, value in scalars.items():
+                self._writer.add_scalar(name, value, self.step)
+
+
+class _NonFinite(Exception):
+    """Raised inside the training loop when a loss or a weight stops being finite."""
+
+    def __init__(self, warning: TrainingWarning) -> None:
+        super().__init__(warning.message)
+        self.warning = warning
+
+
+def _plain(terms: dict[str, Tensor]) -> dict[str, Any]:
+    """Detached tensors as floats (scalars) or lists of floats."""
+    return {name: float(value) if value.dim() == 0 else value.tolist() for name, value in terms.items()}
+
+
+def _report(line: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(line, file=sys.stderr)
+
+
+def _tensorboard_writer(run_dir: Path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(run_dir / runs.TENSORBOARD_DIR))
 
 
 def _storage_device(x: Tensor, device: torch.device) -> torch.device:
@@ -411,6 +540,11 @@ def train(config: TrainConfig, data: ImageData | None = None, log=print, command
     Raises:
         CatGANError: for bad input, before any run directory is created.
     """
+    if config.tensorboard:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise CatGANError("--tensorboard needs the tensorboard package: pip install tensorboard")
     run_dir = runs.plan_run_dir(config)
     if data is None:
         data = load_dataset(config)

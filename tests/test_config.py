@@ -56,6 +56,7 @@ def test_unknown_saved_fields_are_named():
         ("device", "gpu", "device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
         ("device", "cuda:", "device must be auto, cpu, cuda or cuda:N, got 'cuda:'"),
         ("name", "..", "name must be a plain folder name"),
+        ("sample_every", -1, "sample_every must be an integer >= 0, got -1"),
     ],
 )
 def test_each_bad_value_is_named_with_what_is_allowed(field, value, message):

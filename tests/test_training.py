@@ -61,7 +61,8 @@ def test_generator_step_updates_only_g_and_leaves_d_untouched(model_and_batch):
     d_before, g_before = _copy_parameters(model.discriminator), _copy_parameters(model.generator)
     running_mean = model.discriminator.convs[1].running_mean.clone()
     terms = generator_step(model, opt_g, batch_size=32)
-    assert set(terms) == {"loss_g", "marginal_entropy_fake", "conditional_entropy_fake"}
+    assert set(terms) == {"loss_g", "marginal_entropy_fake", "conditional_entropy_fake", "grad_norm", "class_histogram"}
+    assert terms["grad_norm"] > 0 and terms["class_histogram"].shape == (10,)
     assert _changed(g_before, model.generator)
     assert not _changed(d_before, model.discriminator)
     assert all(p.grad is None for p in model.discriminator.parameters())
@@ -104,7 +105,8 @@ def test_a_run_writes_its_files(make_config, digits):
     result = train(make_config(), data=digits, log=lambda message: None)
     run_dir = result.run_dir
     names = {p.name for p in run_dir.iterdir()}
-    assert names == {"config.json", "metrics.jsonl", "labelled_indices.json", "checkpoint.pt", "samples.png", "summary.json"}
+    assert names == {"config.json", "metrics.jsonl", "labelled_indices.json", "checkpoint.pt", "samples.png",
+                     "samples_by_class.png", "summary.json"}
     summary = json.loads((run_dir / "summary.json").read_text())
     assert 0 <= summary["test_error"] <= 100 and summary["wall_seconds"] > 0
     assert summary["steps"] == 2 * (1198 // 50) and summary["labelled"] == 50
@@ -115,7 +117,11 @@ def test_a_run_writes_its_files(make_config, digits):
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "d" in r]
     assert steps[0]["step"] == 5 and steps[-1]["step"] == summary["steps"]
-    assert {"loss_d", "cross_entropy", "conditional_entropy_fake"} <= set(steps[-1]["d"])
+    assert {"loss_d", "cross_entropy", "conditional_entropy_fake", "grad_norm", "accuracy_lab"} <= set(steps[-1]["d"])
+    assert {"loss_g", "marginal_entropy_fake", "grad_norm"} <= set(steps[-1]["g"])
+    assert steps[-1]["lr_d"] == steps[-1]["lr_g"] == 2e-4 and 1 <= steps[-1]["d_score_real"] <= 10
+    assert len(steps[-1]["fake_class_histogram"]) == 10 and sum(steps[-1]["fake_class_histogram"]) == pytest.approx(1)
+    assert summary["warnings"] == []
     assert records[-1]["split"] == "test" and records[-1]["test_error"] == summary["test_error"]
     checkpoint = load_checkpoint(run_dir)
     assert checkpoint["config"] == config and checkpoint["step"] == summary["steps"]

@@ -1,0 +1,189 @@
+"""Diagnostics: gradient norms, D-scores, the class histogram, and each warning on a constructed
+case that triggers it beside a healthy case that does not."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import catgan.training
+from catgan.cli import EXIT_DIVERGED, main
+from catgan.config import CatGANError, TrainConfig
+from catgan.diagnostics import HealthMonitor, TrainingDiverged, class_histogram, d_score, gradient_norm
+from catgan.losses import discriminator_terms, generator_terms
+from catgan.models import CatGAN
+from catgan.runs import load_checkpoint
+from catgan.training import Trainer, generator_step, make_optimizers, train
+
+K = 10
+
+
+def test_gradient_norm_is_the_norm_of_all_gradients_together():
+    layer = torch.nn.Linear(3, 2)
+    assert gradient_norm(layer) == 0
+    layer.weight.grad, layer.bias.grad = torch.full((2, 3), 2.0), torch.tensor([3.0, 0.0])
+    assert gradient_norm(layer).item() == pytest.approx(math.sqrt(6 * 4 + 9))
+
+
+def test_class_histogram_counts_the_largest_logit():
+    logits = torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [0, 4.0, 0], [1.0, 0, 0]])
+    assert class_histogram(logits).tolist() == [0.5, 0.5, 0.0]
+
+
+def test_d_score_is_1_without_information_and_k_when_certain_and_balanced():
+    uniform = torch.zeros(20, K)
+    _, terms = generator_terms(uniform)
+    assert d_score(terms["marginal_entropy_fake"], terms["conditional_entropy_fake"]) == pytest.approx(1.0)
+    certain = 50.0 * torch.eye(K).repeat(2, 1)  # every class, equally often, with certainty
+    _, terms = generator_terms(certain)
+    assert d_score(terms["marginal_entropy_fake"], terms["conditional_entropy_fake"]) == pytest.approx(K, rel=1e-4)
+
+
+def _record(logits_real, logits_fake, g_norm=1.0, logits_lab=None, y_lab=None):
+    """A logged record built from logits through the real loss functions."""
+    _, d = discriminator_terms(logits_real, logits_fake, logits_lab, y_lab)
+    _, g = generator_terms(logits_fake)
+    record = {"d": {k: float(v) for k, v in d.items()}, "g": {k: float(v) for k, v in g.items()}}
+    record["g"]["grad_norm"] = g_norm
+    if logits_lab is not None:
+        record["d"]["accuracy_lab"] = float((logits_lab.argmax(1) == y_lab).float().mean())
+    return record
+
+
+def _healthy(step):
+    """D confident on real images spread over every class; generated images also spread."""
+    generator = torch.Generator().manual_seed(step)
+    logits_real = 8.0 * torch.eye(K)[torch.randint(K, (100,), generator=generator)]
+    logits_fake = torch.randn(100, K, generator=generator)
+    return _record(logits_real, logits_fake, g_norm=1.0 + 0.1 * torch.rand(1, generator=generator).item())
+
+
+def _observe_all(monitor, records):
+    fired = []
+    for step, record in enumerate(records, start=1):
+        fired += [(w.name, step) for w in monitor.observe(record, step, epoch=1)]
+    return fired
+
+
+def test_a_healthy_stream_raises_nothing():
+    monitor = HealthMonitor(K, report=lambda line: None)
+    assert _observe_all(monitor, [_healthy(step) for step in range(40)]) == []
+
+
+def test_generator_collapse_fires_once_after_patience_and_not_before():
+    lines = []
+    monitor = HealthMonitor(K, patience=5, report=lines.append)
+    collapsed = [_record(torch.randn(100, K), torch.tensor([[9.0] + [0.0] * (K - 1)]).repeat(100, 1)) for _ in range(12)]
+    assert collapsed[0]["g"]["marginal_entropy_fake"] < 0.02  # log K = 2.30
+    fired = _observe_all(monitor, [_healthy(s) for s in range(3)] + collapsed)
+    assert fired == [("generator_collapse", 3 + 5)]
+    assert len(lines) == 1 and "generator_collapse" in lines[0] and "Try" in lines[0]
+
+
+def test_discriminator_overpowering_fires_when_g_gradients_vanish_and_d_is_sure_of_fakes():
+    early = [_healthy(step) for step in range(5)]
+    sure_fake = [_record(8.0 * torch.eye(K).repeat(10, 1), torch.zeros(100, K), g_norm=1e-5) for _ in range(6)]
+    assert sure_fake[0]["g"]["conditional_entropy_fake"] == pytest.approx(math.log(K))
+    monitor = HealthMonitor(K, patience=5, report=lambda line: None)
+    assert _observe_all(monitor, early + sure_fake) == [("discriminator_overpowering", 10)]
+    # the same vanished gradients while D still tells generated images apart: no warning
+    certain_fakes = [_record(8.0 * torch.eye(K).repeat(10, 1), 8.0 * torch.eye(K).repeat(10, 1), g_norm=1e-5)
+                     for _ in range(6)]
+    monitor = HealthMonitor(K, patience=5, report=lambda line: None)
+    assert _observe_all(monitor, early + certain_fakes) == []
+
+
+def test_generator_gradients_really_vanish_when_d_gives_every_image_the_same_output():
+    """The constructed overpowering case above, on real networks: G's gradient through a D whose
+    output ignores its input is exactly 0, and the generated images' conditional entropy is log K."""
+    torch.manual_seed(0)
+    config = TrainConfig(latent_dim=8, d_width=8, g_width=8, feature_dim=16)
+    model = CatGAN(config, (1, 8, 8), K)
+    _, opt_g = make_optimizers(model, config)
+    assert generator_step(model, opt_g, 32)["grad_norm"] > 0
+    torch.nn.init.zeros_(model.discriminator.classifier.weight)
+    terms = generator_step(model, opt_g, 32)
+    assert terms["grad_norm"] == 0 and terms["conditional_entropy_fake"] == pytest.approx(math.log(K))
+
+
+def test_stuck_fires_on_a_run_that_does_not_learn_and_not_on_one_that_does(make_config, digits):
+    stuck = Trainer(make_config(labels_per_class=0, lr=1e-9, d_noise=0.0, epochs=3), digits, report=lambda line: None)
+    assert [w["name"] for w in stuck.fit()["warnings"]] == ["stuck"]
+    learning = Trainer(make_config(epochs=3), digits, report=lambda line: None)
+    assert learning.fit()["warnings"] == []
+
+
+def test_stuck_needs_chance_accuracy_on_the_labelled_batch():
+    y = torch.arange(K).repeat(5)
+    flat_chance = [_record(torch.zeros(100, K), torch.zeros(100, K), logits_lab=torch.zeros(50, K), y_lab=y)
+                   for _ in range(6)]
+    monitor = HealthMonitor(K, patience=5, report=lambda line: None)
+    assert ("stuck", 5) in _observe_all(monitor, flat_chance)
+    right = [_record(torch.zeros(100, K), torch.zeros(100, K), logits_lab=9.0 * torch.eye(K)[y], y_lab=y)
+             for _ in range(6)]
+    monitor = HealthMonitor(K, patience=5, report=lambda line: None)
+    assert "stuck" not in {name for name, _ in _observe_all(monitor, right)}
+
+
+def _poison_after(monkeypatch, step_to_poison):
+    """Make generator_step put NaN into G's weights from step ``step_to_poison`` on."""
+    original = catgan.training.generator_step
+    calls = {"n": 0}
+
+    def poisoned(model, optimizer, batch_size):
+        calls["n"] += 1
+        if calls["n"] >= step_to_poison:
+            with torch.no_grad():
+                next(model.generator.parameters()).fill_(math.nan)
+        return original(model, optimizer, batch_size)
+
+    monkeypatch.setattr(catgan.training, "generator_step", poisoned)
+
+
+def test_non_finite_losses_stop_the_run_and_keep_the_last_good_weights(make_config, digits, monkeypatch):
+    steps_per_epoch = 1198 // 50
+    _poison_after(monkeypatch, steps_per_epoch + 3)  # in epoch 2; the next log (step 25 or 30) sees NaN
+    lines = []
+    config = make_config(epochs=4)
+    run_dir = catgan.runs.plan_run_dir(config)
+    catgan.runs.create_run_dir(run_dir)
+    trainer = Trainer(config, digits, run_dir, report=lines.append)
+    with pytest.raises(TrainingDiverged, match="diverged at step .* end of epoch 1"):
+        trainer.fit()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["last_good_epoch"] == 1
+    assert [w["name"] for w in summary["warnings"]] == ["non_finite"] and "test_error" not in summary
+    assert summary["diverged_at_step"] <= 2 * steps_per_epoch
+    checkpoint = load_checkpoint(run_dir)
+    assert checkpoint["epoch"] == 1 and checkpoint["step"] == steps_per_epoch
+    weights = list(checkpoint["generator"].values()) + list(checkpoint["discriminator"].values())
+    assert all(torch.isfinite(w.float()).all() for w in weights)
+    assert len(lines) == 1 and lines[0].startswith("warning: non_finite")
+
+
+def test_a_diverged_run_exits_3_from_the_cli(tmp_path, monkeypatch, capsys):
+    _poison_after(monkeypatch, 3)
+    status = main(["train", "--epochs", "2", "--d-width", "8", "--g-width", "8", "--out-dir", str(tmp_path),
+                   "--name", "nan", "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == EXIT_DIVERGED
+    assert "catgan train: stopped: training diverged" in err and "end of epoch 0" in err
+    assert "Traceback" not in err
+
+
+def test_tensorboard_is_refused_clearly_when_missing(make_config, digits, monkeypatch, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    with pytest.raises(CatGANError, match="pip install tensorboard"):
+        train(make_config(tensorboard=True), data=digits, log=lambda message: None)
+    assert not (tmp_path / "runs").exists()  # refused before anything was written
+
+
+def test_tensorboard_events_are_written(make_config, digits):
+    pytest.importorskip("tensorboard", reason="the tensorboard package is not installed (pip install tensorboard)")
+    result = train(make_config(tensorboard=True, epochs=1), data=digits, log=lambda message: None)
+    events = list((result.run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 0
