@@ -14,7 +14,15 @@ import shlex
 import sys
 from pathlib import Path
 
-from catgan.config import DATASETS, DEFAULT_EPOCHS, METHODS, CatGANError, TrainConfig, check_seed
+from catgan.config import (
+    DATASETS,
+    DEFAULT_EPOCHS,
+    LATENT_DISTRIBUTIONS,
+    METHODS,
+    CatGANError,
+    TrainConfig,
+    check_seed,
+)
 from catgan.diagnostics import TrainingDiverged
 
 EXIT_BAD_INPUT = 2
@@ -35,7 +43,7 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 def _add(parser: argparse.ArgumentParser, field: str, help: str, **kwargs) -> None:
     """A ``--flag`` for config field ``field``; its default (None) leaves the config's own."""
     default = _DEFAULTS[field]
-    shown = f" (default: {default})" if default not in (None, False, True) else ""
+    shown = "" if default is None or isinstance(default, bool) else f" (default: {default})"
     parser.add_argument(f"--{field.replace('_', '-')}", dest=field, default=None, help=help + shown, **kwargs)
 
 
@@ -77,11 +85,31 @@ def _build_parser() -> argparse.ArgumentParser:
     model = train.add_argument_group("objective and networks")
     _add(model, "clusters", "K, the number of clusters (default: the number of classes; any K >= 2 without labels)", type=int)
     _add(model, "lam", "weight of the supervised cross-entropy in the discriminator's loss", type=float)
-    _add(model, "latent_dim", "size of the generator's Gaussian latent vector", type=int)
+    _add(model, "latent_dim", "size of the generator's latent vector", type=int)
+    _add(model, "latent_distribution", "the generator's latent distribution: gaussian N(0, I) or uniform U(-1, 1)",
+         choices=LATENT_DISTRIBUTIONS)
     _add(model, "d_width", "channels of the discriminator's first layer", type=int)
     _add(model, "g_width", "channels of the generator's last hidden layer", type=int)
     _add(model, "feature_dim", "size of the discriminator's penultimate layer", type=int)
     _add(model, "d_noise", "std of the Gaussian noise on the discriminator's hidden activations", type=float)
+    practices = train.add_argument_group(
+        "GAN practices (off by default; results/ablation-digits-quick.md measures each)")
+    _add(practices, "instance_noise", "std of Gaussian noise added to every image D trains on, real and generated",
+         type=float)
+    practices.add_argument("--constant-instance-noise", dest="instance_noise_anneal", action="store_const",
+                           const=False, default=None,
+                           help="keep the instance noise constant (default: it falls linearly to 0 over the schedule)")
+    _add(practices, "label_smoothing", "eps: the supervised targets put 1 - eps on the label, eps over all classes",
+         type=float)
+    _add(practices, "label_noise", "share of the labelled batch given a random class at each step", type=float)
+    practices.add_argument("--joint-batches", action="store_const", const=True, default=None,
+                           help="real and generated images through D in one batch (default: separate batches)")
+    _add(practices, "d_steps", "D updates per round of G updates", type=int)
+    _add(practices, "g_steps", "G updates per round", type=int)
+    _add(practices, "lr_g", "G's Adam learning rate (default: --lr)", type=float)
+    _add(practices, "feature_matching", "weight of feature matching (Salimans et al. 2016) in G's loss", type=float)
+    _add(practices, "ema_decay", "evaluate with an exponential moving average of D's weights (e.g. 0.999)",
+         type=float)
     schedule = train.add_argument_group("schedule")
     epochs = ", ".join(f"{name} {n}" for name, n in DEFAULT_EPOCHS.items())
     _add(schedule, "epochs", f"passes over the training images (default per dataset: {epochs})", type=int)
@@ -181,10 +209,10 @@ def _sample(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.run) / f"samples-seed{args.seed}.png"
     if out.resolve().parent == Path(args.run).resolve() and out.name in RUN_FILES:
         raise CatGANError(f"{out} is one of the run's own files; choose another --out")
-    z = torch.randn(args.num, config.latent_dim, generator=torch.Generator().manual_seed(args.seed))
+    z = model.sample_latent(args.num, generator=torch.Generator().manual_seed(args.seed))
     model.eval()
     with torch.no_grad():
-        images = model.generator(z.to(next(model.parameters()).device))
+        images = model.generator(z)
     try:
         save_image_grid(images, out)
     except (OSError, ValueError) as err:

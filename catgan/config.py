@@ -12,6 +12,7 @@ __all__ = ["CatGANError", "TrainConfig", "DATASETS", "DEFAULT_EPOCHS", "METHODS"
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn", "folder", "arrays")
 METHODS = ("catgan", "supervised")
+LATENT_DISTRIBUTIONS = ("gaussian", "uniform")
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes seeds below 2**63
 _DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -58,15 +59,26 @@ class TrainConfig:
     lam: float = 1.0  # weight of the supervised cross-entropy in D's loss
     epochs: int | None = None  # passes over the unlabelled pool; None: DEFAULT_EPOCHS[dataset]
     batch_size: int = 100  # unlabelled (and generated) images per step, at least 2 (batch norm)
-    lr: float = 2e-4  # Adam learning rate, for D and G
+    lr: float = 2e-4  # Adam learning rate of D (and of G unless lr_g is given)
+    lr_g: float | None = None  # Adam learning rate of G; None: lr
     lr_decay_start: float = 1.0  # fraction of the schedule after which both rates fall linearly to 0 (1: constant)
     beta1: float = 0.5  # Adam's first-moment decay
     beta2: float = 0.999  # Adam's second-moment decay
-    latent_dim: int = 100  # size of the generator's Gaussian latent vector
+    latent_dim: int = 100  # size of the generator's latent vector
+    latent_distribution: str = "gaussian"  # gaussian: N(0, I); uniform: U(-1, 1) per coordinate
     d_width: int = 32  # channels of D's first two layers, doubling at each further halving of the image
     g_width: int = 32  # channels of G's last hidden layer, doubling at each step towards its input
     feature_dim: int = 128  # size of D's penultimate layer
     d_noise: float = 0.3  # std of the Gaussian noise on D's hidden activations while training
+    instance_noise: float = 0.0  # std of Gaussian noise added to every image D trains on, real and generated
+    instance_noise_anneal: bool = True  # let the instance noise fall linearly to 0 over the schedule
+    label_smoothing: float = 0.0  # the supervised term's targets: 1 - eps on the label, eps spread over the K classes
+    label_noise: float = 0.0  # each step, this fraction of the labelled batch gets a random class instead
+    joint_batches: bool = False  # real and generated images through D in one batch (shared batch statistics)
+    d_steps: int = 1  # D updates per round of G updates
+    g_steps: int = 1  # G updates per round
+    feature_matching: float = 0.0  # weight of ||E f(x) - E f(G(z))||^2 in G's loss (f: D's penultimate layer)
+    ema_decay: float = 0.0  # evaluate with an exponential moving average of D's weights (0: off; e.g. 0.999)
     seed: int = 0  # seeds the labelled subset, initialisation, batches and noise
     device: str = "auto"  # auto (CUDA when available), cpu, cuda or cuda:N
     out_dir: str = "runs"  # parent folder of run directories
@@ -110,6 +122,20 @@ class TrainConfig:
             f"epochs must be a positive integer, got {self.epochs!r}",
         )
         need(_is_number(self.lr) and self.lr > 0, f"lr must be a number > 0, got {self.lr!r}")
+        need(self.lr_g is None or (_is_number(self.lr_g) and self.lr_g > 0), f"lr_g must be a number > 0, got {self.lr_g!r}")
+        need(
+            self.latent_distribution in LATENT_DISTRIBUTIONS,
+            f"unknown latent_distribution {self.latent_distribution!r}; choose one of {', '.join(LATENT_DISTRIBUTIONS)}",
+        )
+        for name in ("instance_noise", "feature_matching"):
+            value = getattr(self, name)
+            need(_is_number(value) and value >= 0, f"{name} must be a number >= 0, got {value!r}")
+        for name in ("label_smoothing", "label_noise", "ema_decay"):
+            value = getattr(self, name)
+            need(_is_number(value) and 0 <= value < 1, f"{name} must be in [0, 1), got {value!r}")
+        for name in ("d_steps", "g_steps"):
+            value = getattr(self, name)
+            need(_is_int(value) and value >= 1, f"{name} must be a positive integer, got {value!r}")
         need(
             _is_number(self.lr_decay_start) and 0 <= self.lr_decay_start <= 1,
             f"lr_decay_start must be in [0, 1], got {self.lr_decay_start!r}",

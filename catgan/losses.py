@@ -75,6 +75,7 @@ def discriminator_terms(
     logits_lab: Tensor | None = None,
     y_lab: Tensor | None = None,
     lam: float = 1.0,
+    label_smoothing: float = 0.0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The discriminator's loss and its terms as detached tensors (see `discriminator_loss`)."""
     if (logits_lab is None) != (y_lab is None):
@@ -91,7 +92,7 @@ def discriminator_terms(
         "conditional_entropy_fake": h_conditional_fake,
     }
     if logits_lab is not None:
-        cross_entropy = F.cross_entropy(logits_lab, y_lab)
+        cross_entropy = F.cross_entropy(logits_lab, y_lab, label_smoothing=label_smoothing)
         terms["cross_entropy"] = cross_entropy
         if lam > 0:
             loss = loss + lam * cross_entropy
@@ -122,6 +123,7 @@ def discriminator_loss(
     logits_lab: Tensor | None = None,
     y_lab: Tensor | None = None,
     lam: float = 1.0,
+    label_smoothing: float = 0.0,
 ) -> tuple[Tensor, dict[str, float]]:
     """The discriminator's CatGAN loss (paper Eq. 7, with Sec. 3.3's supervised term), minimised.
 
@@ -138,13 +140,15 @@ def discriminator_loss(
         logits_lab: (L, K) D's logits on labelled real data, or None.
         y_lab: (L,) int64 class indices in [0, K) for ``logits_lab``, or None.
         lam: weight of the supervised cross-entropy, >= 0.
+        label_smoothing: eps in [0, 1): the cross-entropy's target puts 1 - eps on the label and
+            spreads eps evenly over the K classes (0: the plain cross-entropy).
 
     Returns:
         ``(loss, terms)``: the scalar loss and a dict of floats with ``marginal_entropy_real``,
         ``conditional_entropy_real``, ``conditional_entropy_fake``, ``loss_d`` and, when labels
         are given, ``cross_entropy`` (logged even when ``lam == 0``).
     """
-    loss, terms = discriminator_terms(logits_real, logits_fake, logits_lab, y_lab, lam)
+    loss, terms = discriminator_terms(logits_real, logits_fake, logits_lab, y_lab, lam, label_smoothing)
     return loss, _as_floats(terms)
 
 

@@ -234,6 +234,7 @@ class CatGAN(nn.Module):
     def __init__(self, config: "TrainConfig", image_shape: tuple[int, int, int], num_clusters: int) -> None:
         super().__init__()
         self.config = config
+        self.latent_distribution = config.latent_distribution
         self.generator = Generator(image_shape, config.latent_dim, config.g_width)
         self.discriminator = Discriminator(
             image_shape, num_clusters, config.d_width, config.feature_dim, config.d_noise
@@ -248,6 +249,16 @@ class CatGAN(nn.Module):
         return self.discriminator.image_shape
 
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n Gaussian latent vectors (n, Z) on the models' device."""
+        """n latent vectors (n, Z) on the models' device: N(0, I), or U(-1, 1) per coordinate.
+
+        With a ``generator`` (a CPU `torch.Generator`) the draw is made on the CPU and moved, so
+        fixed noise is the same on every device.
+        """
         device = next(self.generator.parameters()).device
-        return torch.randn(n, self.generator.latent_dim, device=device, generator=generator)
+        shape = (n, self.generator.latent_dim)
+        where = "cpu" if generator is not None else device
+        if self.latent_distribution == "uniform":
+            z = torch.rand(shape, device=where, generator=generator) * 2 - 1
+        else:
+            z = torch.randn(shape, device=where, generator=generator)
+        return z.to(device)

@@ -35,13 +35,12 @@ def class_sorted_samples(
     generator, discriminator = model.generator, model.discriminator
     modes = generator.training, discriminator.training
     generator.eval(), discriminator.eval()
-    device = next(generator.parameters()).device
     k = model.num_clusters
-    z = torch.randn(k * per_class * pool_per_class, generator.latent_dim, generator=torch.Generator().manual_seed(seed))
+    z = model.sample_latent(k * per_class * pool_per_class, generator=torch.Generator().manual_seed(seed))
     try:
         images, probs = [], []
         for start in range(0, len(z), batch_size):
-            x = generator(z[start : start + batch_size].to(device))
+            x = generator(z[start : start + batch_size])
             images.append(x.cpu())
             probs.append(torch.softmax(discriminator(x).float(), dim=1).cpu())
     finally:

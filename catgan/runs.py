@@ -168,7 +168,11 @@ def save_image_grid(images: Tensor, path: Path, nrow: int | None = None, min_til
 
 
 def load_run(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[TrainConfig, "CatGAN", list[str]]:
-    """Rebuild a run's configuration, networks (on ``device``) and class names from its checkpoint."""
+    """Rebuild a run's configuration, networks (on ``device``) and class names from its checkpoint.
+
+    The discriminator holds the weights the run was evaluated with: its moving average when the
+    run used ``ema_decay``, else its weights as trained.
+    """
     from catgan.models import CatGAN
 
     checkpoint = load_checkpoint(run_dir)
@@ -176,7 +180,8 @@ def load_run(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> 
     model = CatGAN(config, tuple(checkpoint["image_shape"]), int(checkpoint["num_clusters"]))
     try:
         model.generator.load_state_dict(checkpoint["generator"])
-        model.discriminator.load_state_dict(checkpoint["discriminator"])
+        # a run trained with ema_decay is evaluated, and so rebuilt, with D's averaged weights
+        model.discriminator.load_state_dict(checkpoint.get("discriminator_average", checkpoint["discriminator"]))
     except (RuntimeError, KeyError) as err:
         reason = str(err).strip().splitlines()[0]
         raise CatGANError(f"the checkpoint in {run_dir} does not match its configuration: {reason}") from None

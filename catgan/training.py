@@ -40,7 +40,9 @@ from catgan import runs
 
 __all__ = [
     "Batch",
+    "Practices",
     "Trainer",
+    "WeightAverage",
     "discriminator_step",
     "generator_step",
     "evaluate",
@@ -62,42 +64,86 @@ class Batch(NamedTuple):
 
 
 def make_optimizers(model: CatGAN, config: TrainConfig) -> tuple[torch.optim.Adam, torch.optim.Adam]:
-    """Adam for the discriminator and for the generator, with the configuration's lr and betas."""
+    """Adam for the discriminator (``lr``) and for the generator (``lr_g``, or ``lr``), with the betas."""
     betas = (config.beta1, config.beta2)
     return (
         torch.optim.Adam(model.discriminator.parameters(), lr=config.lr, betas=betas),
-        torch.optim.Adam(model.generator.parameters(), lr=config.lr, betas=betas),
+        torch.optim.Adam(model.generator.parameters(), lr=config.lr_g or config.lr, betas=betas),
     )
 
 
-def learning_rate(config: TrainConfig, step: int, total: int) -> float:
-    """The learning rate for ``step`` (0-based) of ``total``: ``config.lr``, falling linearly to 0
-    over the schedule's last ``1 - config.lr_decay_start`` part."""
+def learning_rate(config: TrainConfig, step: int, total: int, base: float | None = None) -> float:
+    """The learning rate for ``step`` (0-based) of ``total``: ``base`` (default ``config.lr``),
+    falling linearly to 0 over the schedule's last ``1 - config.lr_decay_start`` part."""
+    base = config.lr if base is None else base
     start = config.lr_decay_start * total
     if step < start:
-        return config.lr
-    return config.lr * (total - step) / (total - start)
+        return base
+    return base * (total - step) / (total - start)
 
 
-def discriminator_step(model: CatGAN, optimizer: torch.optim.Optimizer, batch: Batch, lam: float) -> dict[str, Tensor]:
+class WeightAverage:
+    """An exponential moving average of a module's weights, for evaluation.
+
+    After each update the copy's parameters move ``1 - decay`` of the way to the module's; its
+    buffers (batch-norm running statistics, already averages) are copied as they are.
+    """
+
+    def __init__(self, module: nn.Module, decay: float) -> None:
+        self.module = copy.deepcopy(module).requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        for averaged, current in zip(self.module.parameters(), module.parameters()):
+            averaged.lerp_(current, 1 - self.decay)
+        for averaged, current in zip(self.module.buffers(), module.buffers()):
+            averaged.copy_(current)
+
+
+class Practices(NamedTuple):
+    """GAN practices a step can apply; the defaults (all off) are the plain CatGAN step.
+
+    ``instance_noise`` is the std for this step (the trainer anneals it); see `TrainConfig` for
+    what each one does.
+    """
+
+    instance_noise: float = 0.0
+    label_smoothing: float = 0.0
+    label_noise: float = 0.0
+    joint_batches: bool = False
+    feature_matching: float = 0.0
+
+
+def discriminator_step(
+    model: CatGAN, optimizer: torch.optim.Optimizer, batch: Batch, lam: float, practices: Practices = Practices()
+) -> dict[str, Tensor]:
     """One update of the discriminator on ``batch`` and as many generated images as unlabelled ones.
 
     Real images (unlabelled and labelled together) go through D in one batch, generated images in
-    another with D's batch-norm running statistics left unchanged. Returns the loss terms of
-    `catgan.losses.discriminator_loss` as detached tensors, plus ``grad_norm`` (of D's gradients)
-    and ``accuracy_lab`` (D's accuracy on the labelled batch) when there is one.
+    another with D's batch-norm running statistics left unchanged; with ``joint_batches`` all go
+    through in one batch, whose statistics (and running averages) then mix real and generated
+    images. Returns the loss terms of `catgan.losses.discriminator_loss` as detached tensors, plus
+    ``grad_norm`` (of D's gradients) and ``accuracy_lab`` (D's accuracy on the labelled batch,
+    against the true labels) when there is one.
     """
     discriminator, generator = model.discriminator, model.generator
     with torch.no_grad():
         x_fake = generator(model.sample_latent(len(batch.x_unl)))
-    if batch.x_lab is None:
-        logits_real, logits_lab = discriminator(batch.x_unl), None
+    x_real = batch.x_unl if batch.x_lab is None else torch.cat([batch.x_unl, batch.x_lab])
+    x_real, x_fake = _with_instance_noise(x_real, practices), _with_instance_noise(x_fake, practices)
+    if practices.joint_batches:
+        logits = discriminator(torch.cat([x_real, x_fake]))
+        logits_all_real, logits_fake = logits[: len(x_real)], logits[len(x_real) :]
     else:
-        logits = discriminator(torch.cat([batch.x_unl, batch.x_lab]))
-        logits_real, logits_lab = logits[: len(batch.x_unl)], logits[len(batch.x_unl) :]
-    with frozen_batchnorm_statistics(discriminator):
-        logits_fake = discriminator(x_fake)
-    loss, terms = discriminator_terms(logits_real, logits_fake, logits_lab, batch.y_lab, lam)
+        logits_all_real = discriminator(x_real)
+        with frozen_batchnorm_statistics(discriminator):
+            logits_fake = discriminator(x_fake)
+    logits_real, logits_lab = logits_all_real[: len(batch.x_unl)], None
+    if batch.x_lab is not None:
+        logits_lab = logits_all_real[len(batch.x_unl) :]
+    y_lab = _with_label_noise(batch.y_lab, model.num_clusters, practices)
+    loss, terms = discriminator_terms(logits_real, logits_fake, logits_lab, y_lab, lam, practices.label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     terms["grad_norm"] = gradient_norm(discriminator).detach()
@@ -107,19 +153,38 @@ def discriminator_step(model: CatGAN, optimizer: torch.optim.Optimizer, batch: B
     return terms
 
 
-def generator_step(model: CatGAN, optimizer: torch.optim.Optimizer, batch_size: int) -> dict[str, Tensor]:
+def generator_step(
+    model: CatGAN,
+    optimizer: torch.optim.Optimizer,
+    batch_size: int,
+    practices: Practices = Practices(),
+    x_real: Tensor | None = None,
+) -> dict[str, Tensor]:
     """One update of the generator on ``batch_size`` fresh generated images.
 
     D sees them in training mode (its noise on, batch statistics, running statistics unchanged);
-    only G's parameters receive gradients. Returns the terms of `catgan.losses.generator_loss`
-    as detached tensors, G's ``grad_norm`` and ``class_histogram`` (K,): the fraction of the
-    generated images D assigns to each class.
+    only G's parameters receive gradients. With ``feature_matching`` > 0, G's loss also holds
+    that weight times ||mean f(x_real) - mean f(G(z))||^2, f being D's penultimate features and
+    ``x_real`` a batch of real images. Returns the terms of `catgan.losses.generator_loss` as
+    detached tensors (``loss_g`` the whole loss), ``feature_matching`` when used, G's
+    ``grad_norm`` and ``class_histogram`` (K,): the share of generated images D gives each class.
     """
     discriminator, generator = model.discriminator, model.generator
-    x_fake = generator(model.sample_latent(batch_size))
+    x_fake = _with_instance_noise(generator(model.sample_latent(batch_size)), practices)
     with frozen_batchnorm_statistics(discriminator):
-        logits_fake = discriminator(x_fake)
+        if practices.feature_matching > 0:
+            if x_real is None:
+                raise ValueError("feature matching needs a batch of real images (x_real)")
+            logits_fake, features_fake = discriminator(x_fake, return_features=True)
+            with torch.no_grad():
+                _, features_real = discriminator(_with_instance_noise(x_real, practices), return_features=True)
+            matching = (features_real.mean(dim=0) - features_fake.mean(dim=0)).pow(2).sum()
+        else:
+            logits_fake = discriminator(x_fake)
     loss, terms = generator_terms(logits_fake)
+    if practices.feature_matching > 0:
+        loss = loss + practices.feature_matching * matching
+        terms["feature_matching"], terms["loss_g"] = matching.detach(), loss.detach()
     optimizer.zero_grad(set_to_none=True)
     loss.backward(inputs=list(generator.parameters()))
     terms["grad_norm"] = gradient_norm(generator).detach()
@@ -128,19 +193,35 @@ def generator_step(model: CatGAN, optimizer: torch.optim.Optimizer, batch_size: 
     return terms
 
 
-def supervised_step(model: CatGAN, optimizer: torch.optim.Optimizer, batch: Batch) -> dict[str, Tensor]:
+def supervised_step(
+    model: CatGAN, optimizer: torch.optim.Optimizer, batch: Batch, practices: Practices = Practices()
+) -> dict[str, Tensor]:
     """One cross-entropy update of the discriminator on the labelled batch alone: the supervised
-    baseline, with the same network, noise and batch norm as CatGAN's discriminator.
+    baseline, with the same network, noise and batch norm as CatGAN's discriminator, and the same
+    instance noise, label smoothing and label noise when those are on.
 
     Returns ``cross_entropy``, ``accuracy_lab`` and ``grad_norm`` as detached tensors.
     """
-    logits_lab = model.discriminator(batch.x_lab)
-    loss = F.cross_entropy(logits_lab, batch.y_lab)
+    logits_lab = model.discriminator(_with_instance_noise(batch.x_lab, practices))
+    y_lab = _with_label_noise(batch.y_lab, model.num_clusters, practices)
+    loss = F.cross_entropy(logits_lab, y_lab, label_smoothing=practices.label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     norm = gradient_norm(model.discriminator).detach()
     optimizer.step()
     return {"cross_entropy": loss.detach(), "accuracy_lab": _accuracy(logits_lab, batch.y_lab), "grad_norm": norm}
+
+
+def _with_instance_noise(x: Tensor, practices: Practices) -> Tensor:
+    return x + practices.instance_noise * torch.randn_like(x) if practices.instance_noise > 0 else x
+
+
+def _with_label_noise(y: Tensor | None, num_classes: int, practices: Practices) -> Tensor | None:
+    """``y`` with a ``label_noise`` share of its entries (drawn afresh) replaced by random classes."""
+    if y is None or practices.label_noise == 0:
+        return y
+    flip = torch.rand(y.shape, device=y.device) < practices.label_noise
+    return torch.where(flip, torch.randint(num_classes, y.shape, device=y.device), y)
 
 
 def _accuracy(logits: Tensor, y: Tensor) -> Tensor:
@@ -159,13 +240,16 @@ def predict_logits(discriminator: nn.Module, x: Tensor, batch_size: int = 1000) 
         discriminator.train(was_training)
 
 
-def evaluate(model: CatGAN, x: Tensor, y: Tensor, classifies: bool) -> dict[str, float]:
+def evaluate(
+    model: CatGAN, x: Tensor, y: Tensor, classifies: bool, discriminator: nn.Module | None = None
+) -> dict[str, float]:
     """Figures on images ``x`` with labels ``y``, accuracies and errors in percent.
 
     When D was trained on labels (``classifies``): ``test_error``, its classification error.
     Otherwise D's outputs are clusters, reported by `catgan.metrics.clustering_report`.
+    ``discriminator`` replaces ``model.discriminator`` (for example its weight average).
     """
-    predictions = predict_logits(model.discriminator, x).argmax(dim=1).numpy()
+    predictions = predict_logits(discriminator or model.discriminator, x).argmax(dim=1).numpy()
     labels = np.asarray(y.cpu())
     if classifies:
         return {"test_error": 100.0 * error_rate(labels, predictions)}
@@ -243,6 +327,8 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = CatGAN(self.config, data.image_shape, self.num_clusters).to(self.device)
         self.opt_d, self.opt_g = make_optimizers(self.model, self.config)
+        # D's weights averaged over the updates, for evaluation (None: evaluate D as trained)
+        self.weight_average = WeightAverage(self.model.discriminator, config.ema_decay) if config.ema_decay else None
         self.storage = _storage_device(data.x_train, self.device)  # batches are copied to the device if need be
         self.x_train, self.y_train = data.x_train.to(self.storage), data.y_train.to(self.storage)
         self.step = 0
@@ -276,25 +362,17 @@ class Trainer:
         bar = _progress_bar(total, config)
         self._writer = _tensorboard_writer(self.run_dir) if config.tensorboard and self.run_dir else None
         self._keep_last_good()
+        terms_g: dict[str, Tensor] = {}  # G's terms from its latest update
         try:
             for self.epoch in range(1, config.epochs + 1):
                 for _ in range(self.steps_per_epoch):
-                    lr = learning_rate(config, self.step, total)
-                    for optimizer in (self.opt_d, self.opt_g):
-                        for group in optimizer.param_groups:
-                            group["lr"] = lr
                     x_lab, y_lab = self._gather(next_labelled)
                     x_unl, _ = self._gather(next_unlabelled)
-                    batch = Batch(x_lab, y_lab, x_unl)
-                    if config.method == "supervised":
-                        terms_d, terms_g = supervised_step(self.model, self.opt_d, batch), {}
-                    else:
-                        terms_d = discriminator_step(self.model, self.opt_d, batch, config.lam)
-                        terms_g = generator_step(self.model, self.opt_g, config.batch_size)
+                    terms_d, terms_g = self._train_step(Batch(x_lab, y_lab, x_unl), total, terms_g)
                     self.step += 1
                     bar.update()
                     if self.step % config.log_every == 0 or self.step == total:
-                        self._log(terms_d, terms_g, lr, time.perf_counter() - start, bar)
+                        self._log(terms_d, terms_g, time.perf_counter() - start, bar)
                 self._end_epoch()
         except KeyboardInterrupt:
             self.save_checkpoint()
@@ -318,6 +396,29 @@ class Trainer:
                 self.save_class_samples(self.run_dir / runs.CLASS_SAMPLES)
             runs.write_json(self.run_dir / runs.SUMMARY, summary)
         return summary
+
+    def _train_step(
+        self, batch: Batch, total: int, terms_g: dict[str, Tensor]
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """One step of the schedule: a D update, then G's updates when the D:G ratio calls for
+        them. Returns D's terms and G's (from its latest update, ``terms_g`` if none was due)."""
+        config = self.config
+        for optimizer, base in ((self.opt_d, config.lr), (self.opt_g, config.lr_g or config.lr)):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, self.step, total, base)
+        noise = config.instance_noise * ((1 - self.step / total) if config.instance_noise_anneal else 1.0)
+        practices = Practices(noise, config.label_smoothing, config.label_noise, config.joint_batches,
+                              config.feature_matching)
+        if config.method == "supervised":
+            terms_d = supervised_step(self.model, self.opt_d, batch, practices)
+        else:
+            terms_d = discriminator_step(self.model, self.opt_d, batch, config.lam, practices)
+            if (self.step + 1) % config.d_steps == 0:
+                for _ in range(config.g_steps):
+                    terms_g = generator_step(self.model, self.opt_g, config.batch_size, practices, batch.x_unl)
+        if self.weight_average is not None:
+            self.weight_average.update(self.model.discriminator)
+        return terms_d, terms_g
 
     def _common_summary(self, seconds: float) -> dict[str, Any]:
         """What every summary records besides the figures: time, sizes, versions, warnings."""
@@ -384,15 +485,17 @@ class Trainer:
         return self.x_train[index].to(self.device), self.y_train[index].to(self.device)
 
     def evaluate_test(self) -> dict[str, float]:
-        """The test-split figures of the current model (see `evaluate`)."""
-        return evaluate(self.model, self.data.x_test, self.data.y_test, self.config.uses_labels)
+        """The test-split figures of the current model (see `evaluate`), with D's averaged weights
+        when ``ema_decay`` is on."""
+        discriminator = self.weight_average.module if self.weight_average else None
+        return evaluate(self.model, self.data.x_test, self.data.y_test, self.config.uses_labels, discriminator)
 
     def save_samples(self, path: Path, n: int = 100) -> None:
         """A grid of ``n`` generated images from noise fixed by the seed (generator in evaluation mode)."""
-        z = torch.randn(n, self.config.latent_dim, generator=torch.Generator().manual_seed(self.config.seed))
+        z = self.model.sample_latent(n, generator=torch.Generator().manual_seed(self.config.seed))
         self.model.generator.eval()
         with torch.no_grad():
-            images = self.model.generator(z.to(self.device))
+            images = self.model.generator(z)
         self.model.generator.train()
         runs.save_image_grid(images, path)
 
@@ -417,6 +520,7 @@ class Trainer:
             "opt_d": self.opt_d.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "catgan_version": __version__,
+            **({"discriminator_average": self.weight_average.module.state_dict()} if self.weight_average else {}),
         }
 
     def save_checkpoint(self) -> None:
@@ -436,11 +540,12 @@ class Trainer:
         if self.run_dir is not None:
             runs.append_jsonl(self.run_dir / runs.METRICS, {"step": self.step, "epoch": self.epoch, **record})
 
-    def _log(self, terms_d: dict[str, Tensor], terms_g: dict[str, Tensor], lr: float, seconds: float, bar) -> None:
+    def _log(self, terms_d: dict[str, Tensor], terms_g: dict[str, Tensor], seconds: float, bar) -> None:
         """Write one record to metrics.jsonl (and TensorBoard), let the monitor read it; stop on NaN."""
         d, g = _plain(terms_d), _plain(terms_g)
         histogram = g.pop("class_histogram", None)
-        record: dict[str, Any] = {"seconds": round(seconds, 3), "lr_d": lr, "lr_g": lr, "d": d, "g": g}
+        lr_d, lr_g = self.opt_d.param_groups[0]["lr"], self.opt_g.param_groups[0]["lr"]
+        record: dict[str, Any] = {"seconds": round(seconds, 3), "lr_d": lr_d, "lr_g": lr_g, "d": d, "g": g}
         if "marginal_entropy_real" in d:
             record["d_score_real"] = d_score(d["marginal_entropy_real"], d["conditional_entropy_real"])
         if "marginal_entropy_fake" in g:
