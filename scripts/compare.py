@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from catgan import TrainConfig, load_dataset
 from catgan.baselines import kmeans_on_pixels
+from catgan.cli import EXIT_DIVERGED
 from catgan.runs import set_aside, write_json
 
 REPO = Path(__file__).resolve().parent.parent
@@ -160,6 +161,8 @@ def run_one(method: Method, seed: int, run_dir: Path, config: TrainConfig, proto
                 [sys.executable, "-m", "catgan", *train_args(config), "--no-progress"], stdout=out,
                 stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": str(threads)},
             )
+        if done.returncode == EXIT_DIVERGED and (run_dir / "summary.json").is_file():
+            return ""  # an outcome, not a failure: the tables name the runs that diverged
         if done.returncode != 0:
             lines = log.read_text().strip().splitlines()
             return f"{run_dir.name} failed ({done.returncode}): {lines[-1] if lines else 'no output'} (see {log})"
@@ -174,6 +177,23 @@ def run_one(method: Method, seed: int, run_dir: Path, config: TrainConfig, proto
         "command": f"python scripts/compare.py {protocol}  # k-means, K = {k}, seed {seed}, n_init 10",
     })
     return ""
+
+
+def run_all(todo, protocol: str, jobs: int, threads: int | None = None) -> list[str]:
+    """Run the planned runs ``todo``, ``jobs`` of them side by side with ``threads`` CPU threads each
+    (default: the cores shared among them), with a progress bar; returns one error line per run
+    that failed."""
+    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+    failures = []
+    with ThreadPoolExecutor(max_workers=jobs) as pool, tqdm(total=len(todo), desc=protocol, unit="run") as bar:
+        futures = {pool.submit(run_one, *run, protocol, threads): run for run in todo}
+        for future in as_completed(futures):
+            method, seed, run_dir, _ = futures[future]
+            error = future.result()
+            failures += [error] if error else []
+            bar.write(error or f"finished {method.label}, seed {seed} ({run_dir})")
+            bar.update()
+    return failures
 
 
 def collect(runs) -> list[dict]:
@@ -209,7 +229,7 @@ def write_results(protocol: str, records: list[dict], args, results_dir: Path) -
     else:
         lines += ["| method | seeds | test error % | minutes per run |", "|---|---|---|---|"]
     for method in methods:
-        rows = [r for r in records if r["slug"] == method.slug]
+        rows = [r for r in records if r["slug"] == method.slug and r.get("status") != "diverged"]
         if not rows:
             continue
         minutes = fmt([r["wall_seconds"] / 60 for r in rows], 1)
@@ -220,6 +240,7 @@ def write_results(protocol: str, records: list[dict], args, results_dir: Path) -
                          f"{fmt(many) if many else '-'} | {minutes} |")
         else:
             lines.append(f"| {method.label} | {len(rows)} | {fmt([r['test_error'] for r in rows])} | {minutes} |")
+    lines += diverged_lines(records)
     devices = sorted({r["device"] for r in records})
     threads = sorted({r["cpu_threads"] for r in records if "cpu_threads" in r})
     lines += ["", f"Devices: {', '.join(devices)}; CPU threads per run: {', '.join(map(str, threads)) or '-'} "
@@ -235,6 +256,13 @@ def write_results(protocol: str, records: list[dict], args, results_dir: Path) -
     print("\n".join(lines))
 
 
+def diverged_lines(records: list[dict]) -> list[str]:
+    """Lines naming the runs that stopped at a non-finite loss (left out of the means)."""
+    diverged = [f"{r['method']} seed {r['seed']} (step {r['diverged_at_step']})" for r in records
+                if r.get("status") == "diverged"]
+    return ["", f"Diverged (non-finite loss; left out of the means): {'; '.join(diverged)}."] if diverged else []
+
+
 def plot_protocol(protocol, records, methods, clustering, path: Path) -> None:
     import matplotlib
 
@@ -242,7 +270,7 @@ def plot_protocol(protocol, records, methods, clustering, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     key = "clustering_accuracy" if clustering else "test_error"
-    shown = [(m.label, [r[key] for r in records if r["slug"] == m.slug]) for m in methods]
+    shown = [(m.label, [r[key] for r in records if r["slug"] == m.slug and key in r]) for m in methods]
     shown = [(label, values) for label, values in shown if values]
     fig, ax = plt.subplots(figsize=(8, 1.0 + 0.7 * len(shown)))
     means = [statistics.fmean(v) for _, v in shown]
@@ -273,7 +301,8 @@ def plot_label_sweep(prefix: str, results_dir: Path) -> None:
             continue
         by_method: dict[str, list[dict]] = {}
         for record in json.loads(path.read_text())["runs"]:
-            by_method.setdefault(record["method"], []).append(record)
+            if "test_error" in record:  # not the diverged ones
+                by_method.setdefault(record["method"], []).append(record)
         for method, rows in by_method.items():
             labels = rows[0]["labels_per_class"]
             mean, std = mean_std([r["test_error"] for r in rows])
@@ -331,16 +360,7 @@ def main() -> int:
         for method, seed, run_dir, config in todo:
             print(f"{run_dir}: {'k-means' if 'kmeans' in method.options else cli_command(config)}")
         return 0
-    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-    failures = []
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool, tqdm(total=len(todo), desc=args.protocol, unit="run") as bar:
-        futures = {pool.submit(run_one, *run, args.protocol, threads): run for run in todo}
-        for future in as_completed(futures):
-            method, seed, run_dir, _ = futures[future]
-            error = future.result()
-            failures += [error] if error else []
-            bar.write(error or f"finished {method.label}, seed {seed} ({run_dir})")
-            bar.update()
+    failures = run_all(todo, args.protocol, args.jobs, args.threads)
     records = collect(runs)
     if records:
         write_results(args.protocol, records, args, Path(args.results_dir))
