@@ -19,6 +19,7 @@ from catgan.config import (
     DEFAULT_EPOCHS,
     LATENT_DISTRIBUTIONS,
     METHODS,
+    NOISE_SCHEDULES,
     CatGANError,
     TrainConfig,
     check_seed,
@@ -93,12 +94,11 @@ def _build_parser() -> argparse.ArgumentParser:
     _add(model, "feature_dim", "size of the discriminator's penultimate layer", type=int)
     _add(model, "d_noise", "std of the Gaussian noise on the discriminator's hidden activations", type=float)
     practices = train.add_argument_group(
-        "GAN practices (off by default; results/ablation-digits-quick.md measures each)")
+        "GAN practices (off by default; scripts/ablation.py measures each against the defaults)")
     _add(practices, "instance_noise", "std of Gaussian noise added to every image D trains on, real and generated",
          type=float)
-    practices.add_argument("--constant-instance-noise", dest="instance_noise_anneal", action="store_const",
-                           const=False, default=None,
-                           help="keep the instance noise constant (default: it falls linearly to 0 over the schedule)")
+    _add(practices, "instance_noise_schedule", "linear: the instance noise falls to 0 over the schedule; constant: "
+         "it stays", choices=NOISE_SCHEDULES)
     _add(practices, "label_smoothing", "eps: the supervised targets put 1 - eps on the label, eps over all classes",
          type=float)
     _add(practices, "label_noise", "share of the labelled batch given a random class at each step", type=float)

@@ -13,6 +13,7 @@ __all__ = ["CatGANError", "TrainConfig", "DATASETS", "DEFAULT_EPOCHS", "METHODS"
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn", "folder", "arrays")
 METHODS = ("catgan", "supervised")
 LATENT_DISTRIBUTIONS = ("gaussian", "uniform")
+NOISE_SCHEDULES = ("linear", "constant")
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes seeds below 2**63
 _DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -71,7 +72,7 @@ class TrainConfig:
     feature_dim: int = 128  # size of D's penultimate layer
     d_noise: float = 0.3  # std of the Gaussian noise on D's hidden activations while training
     instance_noise: float = 0.0  # std of Gaussian noise added to every image D trains on, real and generated
-    instance_noise_anneal: bool = True  # let the instance noise fall linearly to 0 over the schedule
+    instance_noise_schedule: str = "linear"  # linear: the instance noise falls to 0 over the schedule; or constant
     label_smoothing: float = 0.0  # the supervised term's targets: 1 - eps on the label, eps spread over the K classes
     label_noise: float = 0.0  # each step, this fraction of the labelled batch gets a random class instead
     joint_batches: bool = False  # real and generated images through D in one batch (shared batch statistics)
@@ -136,6 +137,17 @@ class TrainConfig:
         for name in ("d_steps", "g_steps"):
             value = getattr(self, name)
             need(_is_int(value) and value >= 1, f"{name} must be a positive integer, got {value!r}")
+        need(
+            self.instance_noise_schedule in NOISE_SCHEDULES,
+            f"unknown instance_noise_schedule {self.instance_noise_schedule!r}; choose one of {', '.join(NOISE_SCHEDULES)}",
+        )
+        for name in ("download", "joint_batches", "tensorboard", "progress"):
+            value = getattr(self, name)
+            need(isinstance(value, bool), f"{name} must be True or False, got {value!r}")
+        if self.method == "supervised":  # no generator is trained: its switches would do nothing
+            generator_only = {"d_steps": 1, "g_steps": 1, "lr_g": None, "feature_matching": 0.0, "joint_batches": False}
+            changed = [name for name, default in generator_only.items() if getattr(self, name) != default]
+            need(not changed, f"the supervised method trains no generator; drop {', '.join(changed)}")
         need(
             _is_number(self.lr_decay_start) and 0 <= self.lr_decay_start <= 1,
             f"lr_decay_start must be in [0, 1], got {self.lr_decay_start!r}",

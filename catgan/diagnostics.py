@@ -5,8 +5,10 @@ class histogram of generated images and two D-scores. A `HealthMonitor` reads th
 warns, once each, when a known failure mode sets in:
 
 - ``non_finite``: a loss is NaN or infinite; the trainer stops and keeps its last good weights.
-- ``generator_collapse``: D sorts generated images into few classes (their marginal entropy stays
-  far below log K), i.e. the generator makes one or a few kinds of image.
+- ``generator_collapse``: D sorts generated images into few classes (the entropy of their class
+  shares stays far below log K), i.e. the generator makes one or a few kinds of image. (The
+  average of D's soft predictions on them would not show it: D is trained to be unsure about
+  generated images, so that average stays near uniform.)
 - ``discriminator_overpowering``: D is sure generated images are fake (in CatGAN: maximally
   uncertain about their class, conditional entropy near log K) while G's gradients have all but
   vanished, so G has nothing left to learn from.
@@ -17,7 +19,6 @@ warns, once each, when a known failure mode sets in:
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -63,9 +64,13 @@ def gradient_norm(module: nn.Module) -> Tensor:
 
 
 def class_histogram(logits: Tensor) -> Tensor:
-    """The fraction of a batch (B, K) assigned to each of the K classes by its largest logit: (K,)."""
-    counts = torch.bincount(logits.detach().argmax(dim=1), minlength=logits.shape[1])
-    return counts.float() / len(logits)
+    """The fraction of a batch (B, K) assigned to each of the K classes by its largest logit: (K,).
+
+    Computed on the logits' device without reading anything back (no host synchronisation).
+    """
+    logits = logits.detach()
+    classes = torch.arange(logits.shape[1], device=logits.device)
+    return (logits.argmax(dim=1, keepdim=True) == classes).float().mean(dim=0)
 
 
 def d_score(marginal_entropy: float, conditional_entropy: float) -> float:
@@ -101,24 +106,32 @@ class TrainingWarning:
 class HealthMonitor:
     """Watches logged training records and raises each warning at most once.
 
+    Apart from ``non_finite`` (at once), a warning fires when its condition has held on every
+    logged record for at least ``window_steps`` steps (and ``min_logs`` records), and none is
+    looked for during the first ``warmup_steps`` steps, when D's outputs are still near uniform.
+    Windows count steps, not records, so ``--log-every`` does not change what fires.
+
     Args:
         num_clusters: K, D's number of outputs.
-        patience: how many consecutive logged records a condition must hold before it is reported.
-        collapse_fraction: generated images' marginal entropy below this fraction of log K counts
-            as collapse.
+        warmup_steps: steps before any condition but ``non_finite`` is looked at; G's gradient
+            norms logged until then are its reference ("early") value.
+        window_steps: how many steps a condition must hold before it is reported.
+        min_logs: how many consecutive records, at least, it must hold on.
+        collapse_fraction: the entropy of the classes D gives generated images (their histogram)
+            below this fraction of log K counts as collapse.
         certain_fraction: a conditional entropy above this fraction of log K counts as D being at
             chance (on real images) or sure that images are fake (on generated ones).
-        vanished_fraction: G's gradient norm below this fraction of its typical early value counts
-            as vanished.
-        flat_fraction: losses whose range over ``patience`` records stays below this fraction of
-            log K are flat.
+        vanished_fraction: G's gradient norm below this fraction of its early value counts as vanished.
+        flat_fraction: losses whose range over the window stays below this fraction of log K are flat.
         report: called with each new warning's line.
     """
 
     def __init__(
         self,
         num_clusters: int,
-        patience: int = 5,
+        warmup_steps: int = 200,
+        window_steps: int = 100,
+        min_logs: int = 3,
         collapse_fraction: float = 0.5,
         certain_fraction: float = 0.95,
         vanished_fraction: float = 0.01,
@@ -126,41 +139,45 @@ class HealthMonitor:
         report: Callable[[str], None] = print,
     ) -> None:
         self.log_k = math.log(num_clusters)
-        self.patience = patience
+        self.warmup_steps, self.window_steps, self.min_logs = warmup_steps, window_steps, min_logs
         self.collapse_fraction, self.certain_fraction = collapse_fraction, certain_fraction
         self.vanished_fraction, self.flat_range = vanished_fraction, flat_fraction * self.log_k
         self.report = report
         self.warnings: list[TrainingWarning] = []
-        self._streaks: dict[str, int] = {}
+        self._streaks: dict[str, list[tuple[int, tuple[float, ...]]]] = {}  # name -> (step, losses) while held
         self._early_g_norms: list[float] = []
-        self._recent_losses: deque[tuple[float, ...]] = deque(maxlen=patience)
 
     @property
     def fired(self) -> set[str]:
         return {w.name for w in self.warnings}
 
     def observe(self, record: dict[str, Any], step: int, epoch: int) -> list[TrainingWarning]:
-        """Read one logged record (``d`` and ``g`` hold D's and G's terms as floats); return the
-        warnings it raised for the first time."""
+        """Read one logged record (``d`` and ``g`` hold D's and G's terms as floats, and
+        ``fake_class_histogram`` the generated-class shares); return the warnings it raised for
+        the first time."""
         d, g = record.get("d", {}), record.get("g", {})
-        new = []
-        losses = [value for key, value in (*d.items(), *g.items()) if key.startswith("loss") or key == "cross_entropy"]
+        losses = tuple(v for k, v in (*d.items(), *g.items()) if k.startswith("loss") or k == "cross_entropy")
         if any(not math.isfinite(value) for value in losses):
             bad = ", ".join(f"{k}={v}" for k, v in (*d.items(), *g.items()) if not math.isfinite(v))
             return self._fire("non_finite", step, epoch, f"non-finite loss terms: {bad}")
-        if "marginal_entropy_fake" in g:
-            h = g["marginal_entropy_fake"]
-            if self._held("generator_collapse", h < self.collapse_fraction * self.log_k):
+        if "grad_norm" in g and (step <= self.warmup_steps or not self._early_g_norms):
+            self._early_g_norms.append(g["grad_norm"])
+        if step <= self.warmup_steps:
+            return []
+        new = []
+        histogram = record.get("fake_class_histogram")
+        if histogram is not None:
+            h = -sum(p * math.log(p) for p in histogram if p > 0)
+            if self._held("generator_collapse", h < self.collapse_fraction * self.log_k, step, losses):
                 new += self._fire("generator_collapse", step, epoch,
-                                  f"marginal entropy of generated images {h:.3f} < {self.collapse_fraction} x log K "
-                                  f"= {self.collapse_fraction * self.log_k:.3f} for {self.patience} logs")
+                                  f"D gives generated images few classes: entropy of their class shares {h:.3f} < "
+                                  f"{self.collapse_fraction} x log K = {self.collapse_fraction * self.log_k:.3f} "
+                                  f"for {self.window_steps} steps")
         if "grad_norm" in g and "conditional_entropy_fake" in g:
             norm, h_fake = g["grad_norm"], g["conditional_entropy_fake"]
-            if len(self._early_g_norms) < self.patience:
-                self._early_g_norms.append(norm)
             reference = sorted(self._early_g_norms)[len(self._early_g_norms) // 2]
-            vanished = len(self._early_g_norms) == self.patience and norm < self.vanished_fraction * reference
-            if self._held("discriminator_overpowering", vanished and h_fake > self.certain_fraction * self.log_k):
+            condition = norm < self.vanished_fraction * reference and h_fake > self.certain_fraction * self.log_k
+            if self._held("discriminator_overpowering", condition, step, losses):
                 new += self._fire("discriminator_overpowering", step, epoch,
                                   f"G's gradient norm {norm:.2e} < {self.vanished_fraction} x its early value "
                                   f"{reference:.2e}, conditional entropy on generated images {h_fake:.3f} near "
@@ -168,21 +185,24 @@ class HealthMonitor:
         if "conditional_entropy_real" in d or "accuracy_lab" in d:
             at_chance = d.get("conditional_entropy_real", self.log_k) > self.certain_fraction * self.log_k
             if "accuracy_lab" in d:
-                at_chance = at_chance and d["accuracy_lab"] <= 2 * math.exp(-self.log_k)
-            self._recent_losses.append(tuple(losses))
-            flat = len(self._recent_losses) == self.patience and all(
-                max(column) - min(column) < self.flat_range for column in zip(*self._recent_losses)
-            )
-            if at_chance and flat and "stuck" not in self.fired:
-                new += self._fire("stuck", step, epoch,
-                                  f"losses flat within {self.flat_range:.3f} nats over {self.patience} logs, D at "
-                                  "chance on real images")
+                at_chance = at_chance and d["accuracy_lab"] <= 2 / math.exp(self.log_k)
+            if self._held("stuck", at_chance, step, losses):
+                recent = [l for s, l in self._streaks["stuck"] if s >= step - self.window_steps]
+                if all(max(column) - min(column) < self.flat_range for column in zip(*recent)):
+                    new += self._fire("stuck", step, epoch,
+                                      f"D at chance on real images and every loss within {self.flat_range:.3f} nats "
+                                      f"for {self.window_steps} steps")
         return new
 
-    def _held(self, name: str, condition: bool) -> bool:
-        """Count consecutive records on which ``condition`` held; True once they reach patience."""
-        self._streaks[name] = self._streaks.get(name, 0) + 1 if condition else 0
-        return self._streaks[name] >= self.patience and name not in self.fired
+    def _held(self, name: str, condition: bool, step: int, losses: tuple[float, ...]) -> bool:
+        """Track the records on which ``condition`` held in a row; True once they span the window."""
+        streak = self._streaks.setdefault(name, [])
+        if not condition:
+            streak.clear()
+            return False
+        streak.append((step, losses))
+        spans = step - streak[0][0] >= self.window_steps and len(streak) >= self.min_logs
+        return spans and name not in self.fired
 
     def fire(self, name: str, step: int, epoch: int, message: str) -> TrainingWarning | None:
         """Raise warning ``name`` with ``message``, unless it was raised before (then None)."""

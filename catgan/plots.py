@@ -24,15 +24,21 @@ __all__ = ["class_grid", "class_sorted_samples", "plot_run"]
 
 @torch.no_grad()
 def class_sorted_samples(
-    model: CatGAN, per_class: int = 10, pool_per_class: int = 20, seed: int = 0, batch_size: int = 500
+    model: CatGAN,
+    per_class: int = 10,
+    pool_per_class: int = 20,
+    seed: int = 0,
+    batch_size: int = 500,
+    discriminator: torch.nn.Module | None = None,
 ) -> tuple[list[Tensor], Tensor]:
     """Generated images grouped by D's predicted class, most confident first.
 
-    Draws ``K * per_class * pool_per_class`` images from fixed noise (G and D in evaluation mode).
-    Returns, for each class k, up to ``per_class`` images (n_k, C, H, W) that D assigns to k,
-    sorted by D's probability of k, and the share of the pool D assigns to each class (K,).
+    Draws ``K * per_class * pool_per_class`` images from fixed noise (G and D in evaluation mode;
+    ``discriminator`` replaces ``model.discriminator``, e.g. its weight average). Returns, for each
+    class k, up to ``per_class`` images (n_k, C, H, W) that D assigns to k, sorted by D's
+    probability of k, and the share of the pool D assigns to each class (K,).
     """
-    generator, discriminator = model.generator, model.discriminator
+    generator, discriminator = model.generator, discriminator or model.discriminator
     modes = generator.training, discriminator.training
     generator.eval(), discriminator.eval()
     k = model.num_clusters
@@ -57,14 +63,19 @@ def class_sorted_samples(
 
 
 def class_grid(
-    model: CatGAN, path: Path, class_names: list[str] | None = None, per_class: int = 10, seed: int = 0
+    model: CatGAN,
+    path: Path,
+    class_names: list[str] | None = None,
+    per_class: int = 10,
+    seed: int = 0,
+    discriminator: torch.nn.Module | None = None,
 ) -> None:
     """Save generated images as a PNG, one row per class or cluster (see `class_sorted_samples`).
 
     Rows are labelled with the class name (or ``cluster k`` without one) and the share of
     generated images D puts there; a row with fewer images than ``per_class`` is padded with white.
     """
-    rows, share = class_sorted_samples(model, per_class, seed=seed)
+    rows, share = class_sorted_samples(model, per_class, seed=seed, discriminator=discriminator)
     channels, height, width = model.image_shape
     blank = torch.ones(channels, height, width)  # white once mapped from [-1, 1]
     tiles = torch.stack([row[i] if i < len(row) else blank for row in rows for i in range(per_class)])
@@ -87,22 +98,41 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     on real and generated images, beside log K), ``gradients.png`` (D's and G's gradient norms),
     ``d_scores.png`` (exp(H[p_bar] - E H[p(y|x)]) on real and generated images, beside K),
     ``fake_classes.png`` (the share of generated images D gives each class, over time) and
-    ``test.png`` (test error or clustering accuracy at each evaluation).
+    ``test.png`` (test error, or clustering accuracy without labels, at each evaluation). A last
+    line still being written by a running trainer is skipped.
+
+    Raises:
+        CatGANError: not a run directory, nothing logged yet, or the folder cannot be written.
     """
     run_dir = Path(run_dir).expanduser()
     metrics = run_dir / METRICS
     if not metrics.is_file():
         raise CatGANError(f"{run_dir} is not a catgan run directory (no {METRICS})")
-    try:
-        records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    except json.JSONDecodeError as err:
-        raise CatGANError(f"{metrics} is not valid JSON lines: {err}") from None
+    lines = [line for line in metrics.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number < len(lines):  # only the last line may be half-written
+                raise CatGANError(f"{metrics} line {number} is not valid JSON: {err}") from None
     logged = [r for r in records if "d" in r]
     tested = [r for r in records if r.get("split") == "test"]
     if not logged:
         raise CatGANError(f"{metrics} holds no logged training steps yet")
     out_dir = Path(out_dir).expanduser() if out_dir is not None else run_dir / PLOTS_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = _draw(run_dir.name, logged, tested, out_dir)
+    except OSError as err:
+        raise CatGANError(f"cannot write plots into {out_dir}: {err.strerror or err}") from None
+    if not written:
+        raise CatGANError(f"{metrics} holds nothing that can be drawn (no finite logged values)")
+    return written
+
+
+def _draw(name: str, logged: list[dict], tested: list[dict], out_dir: Path) -> list[Path]:
+    """Draw the figures of `plot_run` from the logged and test records; return the files written."""
     steps = [r["step"] for r in logged]
     histograms = [r["fake_class_histogram"] for r in logged if "fake_class_histogram" in r]
     k = len(histograms[0]) if histograms else None
@@ -130,7 +160,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
                      ("K", k) if k else None),
     }
     written = []
-    for name, (ylabel, lines, extra) in figures.items():
+    for figure, (ylabel, lines, extra) in figures.items():
         lines = [(label, values) for label, values in lines if values is not None]
         if not lines:
             continue
@@ -143,9 +173,9 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
             ax.axhline(extra[1], color="gray", linestyle="--", linewidth=1, label=extra[0])
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{run_dir.name}: {name.replace('_', ' ')}", fontsize=10)
+        ax.set_title(f"{name}: {figure.replace('_', ' ')}", fontsize=10)
         ax.legend(fontsize=8)
-        written.append(_save(fig, out_dir / f"{name}.png"))
+        written.append(_save(fig, out_dir / f"{figure}.png"))
     if histograms:
         hist_steps = [r["step"] for r in logged if "fake_class_histogram" in r]
         fig, ax = _figure(7, 0.25 * k + 1.5)
@@ -154,15 +184,15 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
         fig.colorbar(image, ax=ax, label="share of generated images")
         ax.set_xlabel("step")
         ax.set_ylabel("D's class")
-        ax.set_title(f"{run_dir.name}: classes D gives generated images", fontsize=10)
+        ax.set_title(f"{name}: classes D gives generated images", fontsize=10)
         written.append(_save(fig, out_dir / "fake_classes.png"))
     if tested:
-        key = "test_error" if "test_error" in tested[0] else "clustering_accuracy"
+        key = "clustering_accuracy" if "clustering_accuracy" in tested[0] else "test_error"
         fig, ax = _figure(7, 4)
         ax.plot([r["step"] for r in tested], [r[key] for r in tested], marker="o")
         ax.set_xlabel("step")
         ax.set_ylabel("test error %" if key == "test_error" else "clustering accuracy % (one-to-one)")
-        ax.set_title(f"{run_dir.name}: test split (for the log; nothing is chosen on it)", fontsize=10)
+        ax.set_title(f"{name}: test split (for the log; nothing is chosen on it)", fontsize=10)
         written.append(_save(fig, out_dir / "test.png"))
     return written
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, NoReturn
 
 import numpy as np
 import torch
@@ -83,22 +83,29 @@ def learning_rate(config: TrainConfig, step: int, total: int, base: float | None
 
 
 class WeightAverage:
-    """An exponential moving average of a module's weights, for evaluation.
+    """An exponential moving average of a module's weights and batch-norm statistics, for evaluation.
 
-    After each update the copy's parameters move ``1 - decay`` of the way to the module's; its
-    buffers (batch-norm running statistics, already averages) are copied as they are.
+    At the t-th update (t = 1, 2, ...) the copy moves ``1 - min(decay, (1 + t) / (10 + t))`` of
+    the way to the module's current parameters and floating-point buffers, so the first updates
+    forget the initial weights quickly; integer buffers (batch counters) are copied.
     """
 
     def __init__(self, module: nn.Module, decay: float) -> None:
         self.module = copy.deepcopy(module).requires_grad_(False)
         self.decay = decay
+        self.updates = 0
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
+        self.updates += 1
+        weight = 1 - min(self.decay, (1 + self.updates) / (10 + self.updates))
         for averaged, current in zip(self.module.parameters(), module.parameters()):
-            averaged.lerp_(current, 1 - self.decay)
+            averaged.lerp_(current, weight)
         for averaged, current in zip(self.module.buffers(), module.buffers()):
-            averaged.copy_(current)
+            if averaged.is_floating_point():
+                averaged.lerp_(current, weight)
+            else:
+                averaged.copy_(current)
 
 
 class Practices(NamedTuple):
@@ -345,6 +352,10 @@ class Trainer:
         """Train for the configured epochs, evaluate on the test split, write the run's files.
 
         Returns the summary (also written as ``summary.json``).
+
+        Raises:
+            TrainingDiverged: a loss or weight stopped being finite; the run directory then holds
+                the weights from the end of the last finite epoch and a summary that says so.
         """
         config, start = self.config, time.perf_counter()
         if self.run_dir is not None and (self.run_dir / runs.CONFIG).exists():
@@ -378,7 +389,7 @@ class Trainer:
             self.save_checkpoint()
             raise
         except _NonFinite as stop:
-            return self._stop_diverged(stop.warning, time.perf_counter() - start)
+            self._stop_diverged(stop.warning, time.perf_counter() - start)  # raises TrainingDiverged
         finally:
             bar.close()
             if self._writer is not None:
@@ -406,7 +417,7 @@ class Trainer:
         for optimizer, base in ((self.opt_d, config.lr), (self.opt_g, config.lr_g or config.lr)):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, self.step, total, base)
-        noise = config.instance_noise * ((1 - self.step / total) if config.instance_noise_anneal else 1.0)
+        noise = config.instance_noise * ((1 - self.step / total) if config.instance_noise_schedule == "linear" else 1.0)
         practices = Practices(noise, config.label_smoothing, config.label_noise, config.joint_batches,
                               config.feature_matching)
         if config.method == "supervised":
@@ -457,9 +468,10 @@ class Trainer:
             self._tensorboard_scalars({f"test/{name}": value for name, value in figures.items()})
 
     def _keep_last_good(self) -> None:
-        self._last_good = copy.deepcopy(self.checkpoint_state())
+        """Keep a copy of the checkpoint state, in host memory, to fall back on after a NaN."""
+        self._last_good = _on_cpu(self.checkpoint_state())
 
-    def _stop_diverged(self, warning: TrainingWarning, seconds: float) -> dict[str, Any]:
+    def _stop_diverged(self, warning: TrainingWarning, seconds: float) -> NoReturn:
         """After a non-finite loss: put back the last good weights, save them, record why, raise."""
         good = self._last_good
         self.model.generator.load_state_dict(good["generator"])
@@ -504,7 +516,8 @@ class Trainer:
         from catgan.plots import class_grid
 
         names = list(self.data.classes) if self.config.uses_labels else None
-        class_grid(self.model, path, class_names=names, seed=self.config.seed)
+        discriminator = self.weight_average.module if self.weight_average else None  # the one evaluated
+        class_grid(self.model, path, class_names=names, seed=self.config.seed, discriminator=discriminator)
 
     def checkpoint_state(self) -> dict[str, Any]:
         """Everything needed to rebuild the networks and continue training, weights-only loadable."""
@@ -578,6 +591,17 @@ class _NonFinite(Exception):
         self.warning = warning
 
 
+def _on_cpu(state: Any) -> Any:
+    """A copy of ``state`` (nested dicts and lists of tensors and plain values) with every tensor on the CPU."""
+    if isinstance(state, Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {key: _on_cpu(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_on_cpu(value) for value in state)
+    return copy.deepcopy(state)
+
+
 def _plain(terms: dict[str, Tensor]) -> dict[str, Any]:
     """Detached tensors as floats (scalars) or lists of floats."""
     return {name: float(value) if value.dim() == 0 else value.tolist() for name, value in terms.items()}
@@ -644,6 +668,7 @@ def train(config: TrainConfig, data: ImageData | None = None, log=print, command
 
     Raises:
         CatGANError: for bad input, before any run directory is created.
+        TrainingDiverged: training stopped at a non-finite loss or weight (see `Trainer.fit`).
     """
     if config.tensorboard:
         import importlib.util

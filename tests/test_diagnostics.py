@@ -44,54 +44,81 @@ def _record(logits_real, logits_fake, g_norm=1.0, logits_lab=None, y_lab=None):
     """A logged record built from logits through the real loss functions."""
     _, d = discriminator_terms(logits_real, logits_fake, logits_lab, y_lab)
     _, g = generator_terms(logits_fake)
-    record = {"d": {k: float(v) for k, v in d.items()}, "g": {k: float(v) for k, v in g.items()}}
+    record = {"d": {k: float(v) for k, v in d.items()}, "g": {k: float(v) for k, v in g.items()},
+              "fake_class_histogram": class_histogram(logits_fake).tolist()}
     record["g"]["grad_norm"] = g_norm
     if logits_lab is not None:
         record["d"]["accuracy_lab"] = float((logits_lab.argmax(1) == y_lab).float().mean())
     return record
 
 
-def _healthy(step):
+def _healthy(seed):
     """D confident on real images spread over every class; generated images also spread."""
-    generator = torch.Generator().manual_seed(step)
+    generator = torch.Generator().manual_seed(seed)
     logits_real = 8.0 * torch.eye(K)[torch.randint(K, (100,), generator=generator)]
     logits_fake = torch.randn(100, K, generator=generator)
     return _record(logits_real, logits_fake, g_norm=1.0 + 0.1 * torch.rand(1, generator=generator).item())
 
 
-def _observe_all(monitor, records):
+def _observe_all(monitor, records, every=20):
+    """Feed records logged every ``every`` steps; return (warning, step) for each that fired."""
     fired = []
-    for step, record in enumerate(records, start=1):
-        fired += [(w.name, step) for w in monitor.observe(record, step, epoch=1)]
+    for i, record in enumerate(records, start=1):
+        fired += [(w.name, i * every) for w in monitor.observe(record, i * every, epoch=1)]
     return fired
 
 
+def _quiet(**options):
+    return HealthMonitor(K, report=lambda line: None, **options)
+
+
 def test_a_healthy_stream_raises_nothing():
-    monitor = HealthMonitor(K, report=lambda line: None)
-    assert _observe_all(monitor, [_healthy(step) for step in range(40)]) == []
+    assert _observe_all(_quiet(), [_healthy(seed) for seed in range(40)]) == []
 
 
-def test_generator_collapse_fires_once_after_patience_and_not_before():
+def test_generator_collapse_fires_once_after_its_window_and_not_before():
     lines = []
-    monitor = HealthMonitor(K, patience=5, report=lines.append)
-    collapsed = [_record(torch.randn(100, K), torch.tensor([[9.0] + [0.0] * (K - 1)]).repeat(100, 1)) for _ in range(12)]
-    assert collapsed[0]["g"]["marginal_entropy_fake"] < 0.02  # log K = 2.30
-    fired = _observe_all(monitor, [_healthy(s) for s in range(3)] + collapsed)
-    assert fired == [("generator_collapse", 3 + 5)]
+    monitor = HealthMonitor(K, report=lines.append)  # warm-up 200 steps, window 100 steps
+    one_kind = torch.tensor([[9.0] + [0.0] * (K - 1)]).repeat(100, 1)  # D gives every generated image class 0
+    collapsed = [_record(torch.randn(100, K), one_kind) for _ in range(12)]
+    fired = _observe_all(monitor, [_healthy(seed) for seed in range(12)] + collapsed)  # collapse from step 260 on
+    assert fired == [("generator_collapse", 360)]
     assert len(lines) == 1 and "generator_collapse" in lines[0] and "Try" in lines[0]
 
 
+def test_collapse_is_read_from_the_classes_not_from_d_averaged_soft_predictions():
+    # D unsure about every generated image, but leaning to class 0 for all of them: G makes one kind
+    # of image, while the average of D's soft predictions stays almost uniform.
+    leaning = torch.tensor([[0.3] + [0.0] * (K - 1)]).repeat(100, 1)
+    record = _record(torch.randn(100, K), leaning)
+    assert record["g"]["marginal_entropy_fake"] > 0.99 * math.log(K)
+    assert ("generator_collapse", 360) in _observe_all(_quiet(), [_healthy(s) for s in range(12)] + [record] * 12)
+
+
+def test_nothing_but_non_finite_is_looked_for_during_warm_up():
+    collapsed = [_record(torch.randn(100, K), torch.tensor([[9.0] + [0.0] * (K - 1)]).repeat(100, 1))] * 10
+    assert _observe_all(_quiet(), collapsed) == []  # steps 20 to 200
+    nan = {"d": {"loss_d": math.nan}, "g": {}}
+    assert _observe_all(_quiet(), [nan]) == [("non_finite", 20)]
+
+
+def test_the_window_counts_steps_not_log_lines():
+    one_kind = torch.tensor([[9.0] + [0.0] * (K - 1)]).repeat(100, 1)
+    collapsed = _record(torch.randn(100, K), one_kind)
+    every_step = _observe_all(_quiet(), [_healthy(s) for s in range(200)] + [collapsed] * 150, every=1)
+    assert every_step == [("generator_collapse", 301)]  # from step 201 on, for 100 steps
+
+
 def test_discriminator_overpowering_fires_when_g_gradients_vanish_and_d_is_sure_of_fakes():
-    early = [_healthy(step) for step in range(5)]
-    sure_fake = [_record(8.0 * torch.eye(K).repeat(10, 1), torch.zeros(100, K), g_norm=1e-5) for _ in range(6)]
-    assert sure_fake[0]["g"]["conditional_entropy_fake"] == pytest.approx(math.log(K))
-    monitor = HealthMonitor(K, patience=5, report=lambda line: None)
-    assert _observe_all(monitor, early + sure_fake) == [("discriminator_overpowering", 10)]
+    early = [_healthy(seed) for seed in range(12)]
+    # D all but uniform on every generated image (tiny differences decide its argmax)
+    sure_fake = [_record(8.0 * torch.eye(K).repeat(10, 1), 0.01 * torch.randn(100, K), g_norm=1e-5) for _ in range(6)]
+    assert sure_fake[0]["g"]["conditional_entropy_fake"] == pytest.approx(math.log(K), rel=1e-3)
+    assert _observe_all(_quiet(), early + sure_fake) == [("discriminator_overpowering", 360)]
     # the same vanished gradients while D still tells generated images apart: no warning
     certain_fakes = [_record(8.0 * torch.eye(K).repeat(10, 1), 8.0 * torch.eye(K).repeat(10, 1), g_norm=1e-5)
                      for _ in range(6)]
-    monitor = HealthMonitor(K, patience=5, report=lambda line: None)
-    assert _observe_all(monitor, early + certain_fakes) == []
+    assert _observe_all(_quiet(), early + certain_fakes) == []
 
 
 def test_generator_gradients_really_vanish_when_d_gives_every_image_the_same_output():
@@ -107,23 +134,21 @@ def test_generator_gradients_really_vanish_when_d_gives_every_image_the_same_out
     assert terms["grad_norm"] == 0 and terms["conditional_entropy_fake"] == pytest.approx(math.log(K))
 
 
-def test_stuck_fires_on_a_run_that_does_not_learn_and_not_on_one_that_does(make_config, digits):
-    stuck = Trainer(make_config(labels_per_class=0, lr=1e-9, d_noise=0.0, epochs=3), digits, report=lambda line: None)
+def test_stuck_fires_on_a_run_that_does_not_learn_and_not_on_ones_that_do(make_config, digits):
+    # 15 epochs of 23 steps: past the 200-step warm-up and a 100-step window
+    stuck = Trainer(make_config(labels_per_class=0, lr=1e-9, d_noise=0.0, epochs=15), digits, report=lambda line: None)
     assert [w["name"] for w in stuck.fit()["warnings"]] == ["stuck"]
-    learning = Trainer(make_config(epochs=3), digits, report=lambda line: None)
-    assert learning.fit()["warnings"] == []
+    for options in (dict(), dict(labels_per_class=0, log_every=1)):
+        learning = Trainer(make_config(epochs=15, **options), digits, report=lambda line: None)
+        assert learning.fit()["warnings"] == [], options
 
 
 def test_stuck_needs_chance_accuracy_on_the_labelled_batch():
     y = torch.arange(K).repeat(5)
-    flat_chance = [_record(torch.zeros(100, K), torch.zeros(100, K), logits_lab=torch.zeros(50, K), y_lab=y)
-                   for _ in range(6)]
-    monitor = HealthMonitor(K, patience=5, report=lambda line: None)
-    assert ("stuck", 5) in _observe_all(monitor, flat_chance)
-    right = [_record(torch.zeros(100, K), torch.zeros(100, K), logits_lab=9.0 * torch.eye(K)[y], y_lab=y)
-             for _ in range(6)]
-    monitor = HealthMonitor(K, patience=5, report=lambda line: None)
-    assert "stuck" not in {name for name, _ in _observe_all(monitor, right)}
+    flat_chance = [_record(torch.zeros(100, K), torch.zeros(100, K), logits_lab=torch.zeros(50, K), y_lab=y)] * 20
+    assert ("stuck", 320) in _observe_all(_quiet(), flat_chance)
+    right = [_record(torch.zeros(100, K), torch.zeros(100, K), logits_lab=9.0 * torch.eye(K)[y], y_lab=y)] * 20
+    assert "stuck" not in {name for name, _ in _observe_all(_quiet(), right)}
 
 
 def _poison_after(monkeypatch, step_to_poison):
@@ -131,12 +156,12 @@ def _poison_after(monkeypatch, step_to_poison):
     original = catgan.training.generator_step
     calls = {"n": 0}
 
-    def poisoned(model, optimizer, batch_size):
+    def poisoned(model, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] >= step_to_poison:
             with torch.no_grad():
                 next(model.generator.parameters()).fill_(math.nan)
-        return original(model, optimizer, batch_size)
+        return original(model, *args, **kwargs)
 
     monkeypatch.setattr(catgan.training, "generator_step", poisoned)
 

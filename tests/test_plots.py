@@ -73,3 +73,16 @@ def test_plot_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     with pytest.raises(CatGANError, match="no logged training steps"):
         (tmp_path / "metrics.jsonl").write_text("")
         plot_run(tmp_path)
+
+
+def test_plot_skips_a_half_written_last_line_and_refuses_an_unwritable_folder(finished, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(finished.run_dir, copy)
+    with open(copy / "metrics.jsonl", "a") as f:
+        f.write('{"step": 99, "d": {"loss')  # a trainer in the middle of writing a line
+    assert len(plot_run(copy)) == 6
+    (tmp_path / "a-file").write_text("")
+    assert main(["plot", str(copy), "--out", str(tmp_path / "a-file")]) == 2
+    assert "cannot write plots into" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import catgan.training
 from catgan.cli import _build_parser
-from catgan.config import TrainConfig
+from catgan.config import CatGANError, TrainConfig
 from catgan.losses import discriminator_loss
 from catgan.models import CatGAN
 from catgan.runs import load_checkpoint, load_run
@@ -104,6 +104,7 @@ def test_feature_matching_adds_its_weighted_term_to_g_loss():
 def test_weight_average_moves_part_of_the_way():
     layer = torch.nn.Linear(2, 1)
     average = WeightAverage(layer, decay=0.75)
+    average.updates = 100  # past the warm-up: the decay itself
     before = layer.weight.detach().clone()
     with torch.no_grad():
         layer.weight.add_(4.0)
@@ -135,7 +136,7 @@ def test_instance_noise_falls_linearly_to_zero_unless_kept_constant(make_config,
     assert noise[0] == pytest.approx(0.4) and noise[-1] == pytest.approx(0.4 / total)
     assert all(a > b for a, b in zip(noise, noise[1:]))
     spy = _Spy(monkeypatch, "discriminator_step")
-    Trainer(make_config(instance_noise=0.4, instance_noise_anneal=False), digits).fit()
+    Trainer(make_config(instance_noise=0.4, instance_noise_schedule="constant"), digits).fit()
     assert {p.instance_noise for p in spy.practices} == {0.4}
 
 
@@ -144,6 +145,26 @@ def test_d_to_g_update_ratio(make_config, digits, monkeypatch, d_steps, g_steps,
     d_spy, g_spy = _Spy(monkeypatch, "discriminator_step"), _Spy(monkeypatch, "generator_step")
     Trainer(make_config(d_steps=d_steps, g_steps=g_steps), digits).fit()
     assert d_spy.calls == 2 * (1198 // 50) and g_spy.calls == d_spy.calls * g_per_d
+
+
+def test_the_supervised_method_refuses_switches_that_only_act_on_the_generator():
+    with pytest.raises(CatGANError, match="trains no generator; drop d_steps, feature_matching"):
+        TrainConfig(method="supervised", d_steps=2, feature_matching=1.0)
+    TrainConfig(method="supervised", label_smoothing=0.1, instance_noise=0.1, ema_decay=0.9)  # these act on D
+
+
+def test_weight_average_forgets_the_start_quickly_and_averages_batch_norm_statistics():
+    norm = torch.nn.BatchNorm1d(2)
+    average = WeightAverage(norm, decay=0.999)
+    with torch.no_grad():
+        norm.weight.fill_(3.0)
+        norm.running_mean.fill_(1.0)
+    average.update(norm)  # first update: weight 1 - 2/11 on the new values, not 1 - 0.999
+    assert average.module.weight[0].item() == pytest.approx(1 + 2 * 9 / 11)
+    assert average.module.running_mean[0].item() == pytest.approx(9 / 11)
+    norm.num_batches_tracked.fill_(7)
+    average.update(norm)
+    assert average.module.num_batches_tracked.item() == 7
 
 
 def test_separate_learning_rate_for_g(make_config, digits):
@@ -169,5 +190,6 @@ def test_every_practice_at_once_trains_with_finite_losses(make_config, digits):
                    joint_batches=True, d_steps=2, g_steps=2, lr_g=1e-3, feature_matching=0.5, ema_decay=0.99)
     summary = train(make_config(**options), data=digits, log=lambda message: None).summary
     assert 0 <= summary["test_error"] <= 100 and summary["warnings"] == []
-    summary = train(make_config(method="supervised", **options), data=digits, log=lambda message: None).summary
+    on_d = dict(instance_noise=0.1, label_smoothing=0.1, label_noise=0.1, ema_decay=0.99)
+    summary = train(make_config(method="supervised", **on_d), data=digits, log=lambda message: None).summary
     assert 0 <= summary["test_error"] <= 100
