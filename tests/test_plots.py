@@ -43,12 +43,15 @@ def test_a_finished_run_has_its_pictures(finished):
 
 
 def test_class_grid_writes_one_row_per_cluster(tmp_path):
-    torch.manual_seed(0)
-    model = CatGAN(TrainConfig(latent_dim=8, d_width=8, g_width=8, feature_dim=16), (1, 8, 8), num_clusters=3)
-    class_grid(model, tmp_path / "grid.png", per_class=4)
-    with Image.open(tmp_path / "grid.png") as image:
-        width, height = image.size
-    assert width > 100 and height > 100
+    sizes = {}
+    for k in (3, 9):
+        torch.manual_seed(0)
+        model = CatGAN(TrainConfig(latent_dim=8, d_width=8, g_width=8, feature_dim=16), (1, 8, 8), num_clusters=k)
+        class_grid(model, tmp_path / f"grid{k}.png", per_class=4)
+        with Image.open(tmp_path / f"grid{k}.png") as image:
+            sizes[k] = image.size
+    assert sizes[3][0] == sizes[9][0]  # four images per row either way
+    assert sizes[9][1] > 2 * sizes[3][1]  # three times the rows (and the same title)
 
 
 def test_plot_run_draws_every_figure(finished, tmp_path):
