@@ -86,7 +86,7 @@ def class_grid(
     ax.imshow(grid.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_yticks([2 + tile * (r + 0.5) - 1 for r in range(len(rows))], labels, fontsize=8)
     ax.set_xticks([])
-    ax.set_title("generated images in rows by the class D gives them (share of all samples)", fontsize=9)
+    ax.set_title("generated images by D's class\n(share of all generated images)", fontsize=9)
     _save(fig, path)
 
 
@@ -207,5 +207,5 @@ def _figure(width: float, height: float):
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # labels and title never clipped
     return path

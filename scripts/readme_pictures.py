@@ -15,7 +15,8 @@ import shutil
 from pathlib import Path
 
 from catgan import TrainConfig, train
-from catgan.plots import plot_run
+from catgan.plots import class_grid, plot_run
+from catgan.runs import load_run
 
 REPO = Path(__file__).resolve().parent.parent
 RUNS = {
@@ -38,6 +39,8 @@ def main() -> None:
             shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished earlier attempt
             config = TrainConfig(sample_every=100, eval_every=25, out_dir=args.out_dir, name=name, **options)
             train(config, command=f"python scripts/readme_pictures.py  # {name}")
+        _, model, classes = load_run(run_dir)  # the class grid again, as the current code draws it
+        class_grid(model, run_dir / "samples_by_class.png", class_names=classes if options["labels_per_class"] else None)
         plot_run(run_dir)
         for relative in COPIED:
             target = pictures / f"{name}-{relative.replace('/', '-')}"
