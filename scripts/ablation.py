@@ -106,16 +106,19 @@ def main() -> int:
     parser.add_argument("--data-dir", help="passed to catgan train (MNIST: a folder of the four IDX files)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side, the CPU's threads shared among them")
+    parser.add_argument("--threads", type=int, help="CPU threads per run (default: the CPU's cores / --jobs)")
     parser.add_argument("--runs-dir", default=str(compare.REPO / "runs"))
     parser.add_argument("--results-dir", default=str(compare.REPO / "results"))
     parser.add_argument("--epochs", type=int, help="override the schedule (smoke tests only; marked in the table)")
     args = parser.parse_args()
+    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
+        sys.exit("ablation.py: --jobs and --threads must be at least 1")
     runs = plan(args)
     for _, _, run_dir, config in runs:
         compare.check_finished_run_matches(run_dir, config)
     todo = [run for run in runs if not (run[2] / "summary.json").is_file()]
     print(f"ablation on {args.protocol}: {len(runs)} runs, {len(runs) - len(todo)} already finished", flush=True)
-    failures = compare.run_all(todo, f"ablation-{args.protocol}", args.jobs)
+    failures = compare.run_all(todo, f"ablation-{args.protocol}", args.jobs, args.threads)
     records = compare.collect(runs)
     if records:
         write_results(args, records)
