@@ -21,6 +21,7 @@ import json
 import math
 import os
 import pickle
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -186,3 +187,20 @@ def load_run(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> 
         reason = str(err).strip().splitlines()[0]
         raise CatGANError(f"the checkpoint in {run_dir} does not match its configuration: {reason}") from None
     return config, model.to(device), list(checkpoint["classes"])
+
+
+def git_commit(folder: Path | None = None) -> str | None:
+    """The commit of the git checkout holding ``folder`` (default: this package), marked when the
+    files under ``folder`` differ from it; None outside a git checkout."""
+    package = folder or Path(__file__).parent
+
+    def git(*words: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *words], cwd=package, capture_output=True, text=True, timeout=10)
+
+    try:
+        head, status = git("rev-parse", "HEAD"), git("status", "--porcelain", "--", ".")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + (" (with uncommitted changes)" if status.stdout.strip() else "")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -446,7 +445,7 @@ class Trainer:
             "cpu_threads": torch.get_num_threads(),
             "torch_version": torch.__version__,
             "catgan_version": __version__,
-            "git_commit": _git_commit(),
+            "git_commit": runs.git_commit(),
             "command": self.command,
             "warnings": [warning.to_dict() for warning in self.monitor.warnings],
         }
@@ -632,17 +631,6 @@ def _progress_bar(total: int, config: TrainConfig):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=f"train {config.dataset}", unit="step", disable=not config.progress, dynamic_ncols=True)
-
-
-def _git_commit() -> str | None:
-    """The commit of the catgan checkout this code runs from (None outside a git checkout)."""
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def _device_description(device: torch.device) -> str:

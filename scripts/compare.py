@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from catgan import TrainConfig, load_dataset
 from catgan.baselines import kmeans_on_pixels
 from catgan.cli import EXIT_DIVERGED
-from catgan.runs import set_aside, write_json
+from catgan.runs import git_commit, set_aside, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -111,12 +111,6 @@ def train_args(config: TrainConfig) -> list[str]:
 
 def cli_command(config: TrainConfig) -> str:
     return "catgan " + shlex.join(train_args(config))
-
-
-def git_commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "catgan"], cwd=REPO, capture_output=True, text=True)
-    return done.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
 def plan(protocol: str, seeds: int | None, args) -> list[tuple[Method, int, Path, TrainConfig]]:

@@ -3,6 +3,8 @@
 import copy
 import json
 import math
+import re
+import subprocess
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import torch
 
 from catgan.config import CatGANError, TrainConfig
 from catgan.models import CatGAN
-from catgan.runs import load_checkpoint, load_run
+from catgan.runs import git_commit, load_checkpoint, load_run
 from catgan.training import (
     Batch,
     IndexCycler,
@@ -148,7 +150,19 @@ def test_summary_records_the_command_and_versions(make_config, digits):
     summary = train(make_config(), data=digits, log=lambda message: None, command="catgan train --x").summary
     assert summary["command"] == "catgan train --x"
     assert summary["torch_version"] == torch.__version__ and summary["device"] == "cpu"
-    assert summary["git_commit"] is None or len(summary["git_commit"]) == 40
+    assert summary["git_commit"] is None or re.fullmatch(r"[0-9a-f]{40}( \(with uncommitted changes\))?", summary["git_commit"])
+
+
+def test_git_commit_names_the_checkout_and_marks_changed_files(tmp_path):
+    assert git_commit(tmp_path) is None  # not a checkout
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    (tmp_path / "a.py").write_text("x = 1\n")
+    for words in (["init", "-q"], ["add", "a.py"], ["commit", "-qm", "a"]):
+        subprocess.run(git + words, check=True)
+    head = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert git_commit(tmp_path) == head
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == head + " (with uncommitted changes)"
 
 
 def test_results_do_not_depend_on_random_draws_between_building_and_fitting(make_config, digits):
