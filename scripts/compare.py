@@ -131,13 +131,15 @@ def plan(protocol: str, seeds: int | None, args) -> list[tuple[Method, int, Path
 
 
 def check_finished_run_matches(run_dir: Path, config: TrainConfig) -> None:
-    """Refuse to count a finished run whose saved configuration is not the planned one."""
+    """Refuse to count a finished run whose saved configuration is not the planned one. A field the
+    saved configuration lacks (a run made before the field existed) counts as its default."""
     saved_path = run_dir / "config.json"
     if not (run_dir / "summary.json").is_file() or not saved_path.is_file():  # k-means runs save none
         return
     planned = dataclasses.replace(config, epochs=config.resolved_epochs()).to_dict()
     saved = json.loads(saved_path.read_text())
-    differing = sorted(k for k in planned if k != "progress" and planned[k] != saved.get(k))
+    defaults = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
+    differing = sorted(k for k in planned if k != "progress" and planned[k] != saved.get(k, defaults[k]))
     if differing:
         sys.exit(f"compare.py: {run_dir} was run with other settings ({', '.join(differing)}); "
                  f"move it away or use another --runs-dir")
