@@ -2,8 +2,9 @@
 
 A thin layer over the library: each handler builds a `TrainConfig` or opens a run directory and
 calls library functions. Bad input ends with one line on stderr and exit status 2; a run whose
-losses stop being finite keeps its last good weights and exits with 3; an interrupt (Ctrl-C)
-saves a checkpoint and exits with 130.
+losses stop being finite keeps its last good state and exits with 3; SIGINT (Ctrl-C) and SIGTERM
+save a checkpoint at the next step boundary and exit with 130 and 143 (a second Ctrl-C aborts at
+once); ``catgan train --resume RUN`` continues such a run exactly.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ from catgan.config import (
     LATENT_DISTRIBUTIONS,
     METHODS,
     NOISE_SCHEDULES,
+    ON_NAN,
+    RESUME_MAY_CHANGE,
     CatGANError,
     TrainConfig,
     check_seed,
 )
 from catgan.diagnostics import TrainingDiverged
+from catgan.training import TrainingStopped
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
@@ -133,6 +137,17 @@ def _build_parser() -> argparse.ArgumentParser:
                         "(needs: pip install tensorboard)")
     output.add_argument("--no-progress", dest="progress", action="store_const", const=False, default=None,
                         help="hide the progress bar")
+    long_runs = train.add_argument_group("long runs")
+    long_runs.add_argument("--resume", metavar="RUN", help="continue the stopped or killed run RUN from its checkpoint, "
+                           "with its saved settings; of the options above only " +
+                           ", ".join("--" + name.replace("_", "-") for name in RESUME_MAY_CHANGE) + " may change")
+    _add(long_runs, "checkpoint_steps", "save a resumable checkpoint every N steps (0: by time only)", type=int)
+    _add(long_runs, "checkpoint_minutes", "and every M minutes (0: by steps only)", type=float)
+    _add(long_runs, "on_nan", "when a loss or weight stops being finite: stop, keeping the last good checkpoint, "
+         "or restart from it with lower learning rates", choices=ON_NAN)
+    _add(long_runs, "max_restarts", "with --on-nan restart: restarts allowed before the run stops", type=int)
+    _add(long_runs, "restart_lr_factor", "with --on-nan restart: each restart multiplies the learning rates by this",
+         type=float)
 
     evaluate = _run_command(
         commands, "evaluate", _evaluate, "evaluate a finished run on its test split",
@@ -167,11 +182,15 @@ def _run_command(commands, name: str, handler, help: str, description: str) -> a
 
 
 def _train(args: argparse.Namespace) -> int:
-    from catgan.training import train
+    from catgan.training import resume, train
 
     options = {name: value for name, value in vars(args).items() if name in _DEFAULTS and value is not None}
-    config = TrainConfig(**options)
-    result = train(config, command=" ".join(["catgan", *map(shlex.quote, args.argv)]))
+    if args.resume is not None:
+        TrainConfig(**options)  # the options given must be valid on their own
+        result = resume(args.resume, options)
+    else:
+        config = TrainConfig(**options)
+        result = train(config, command=" ".join(["catgan", *map(shlex.quote, args.argv)]))
     _print_figures(result.summary, len(result.data.x_test))
     files = ", ".join(sorted(p.name for p in result.run_dir.iterdir()))
     print(f"wrote {result.run_dir}: {files}")
@@ -254,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as err:
         print(f"catgan {args.command}: stopped: {err}", file=sys.stderr)
         return EXIT_DIVERGED
+    except TrainingStopped as err:
+        print(f"catgan {args.command}: {err}", file=sys.stderr)
+        return err.exit_status
     except CatGANError as err:
         print(f"catgan {args.command}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

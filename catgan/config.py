@@ -14,6 +14,9 @@ DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn", "folder", "ar
 METHODS = ("catgan", "supervised")
 LATENT_DISTRIBUTIONS = ("gaussian", "uniform")
 NOISE_SCHEDULES = ("linear", "constant")
+ON_NAN = ("stop", "restart")
+# Fields a resumed run may take from the resuming command; any other must match the saved configuration.
+RESUME_MAY_CHANGE = ("data_dir", "download", "progress", "checkpoint_steps", "checkpoint_minutes")
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes seeds below 2**63
 _DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -89,6 +92,11 @@ class TrainConfig:
     sample_every: int = 0  # also save a grid from fixed noise every N epochs into samples/ (0: at the end only)
     tensorboard: bool = False  # also write the logged figures for TensorBoard (needs the tensorboard package)
     progress: bool = True  # show a progress bar
+    checkpoint_steps: int = 0  # save a resumable checkpoint every N steps (0: by time only)
+    checkpoint_minutes: float = 10.0  # and every M minutes of training (0: by steps only)
+    on_nan: str = "stop"  # a non-finite loss or weight: stop (keep the last good checkpoint) or restart from it
+    max_restarts: int = 3  # with on_nan restart: restarts allowed before the run stops
+    restart_lr_factor: float = 0.5  # with on_nan restart: each restart multiplies both learning rates by this
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -158,9 +166,18 @@ class TrainConfig:
         need(_is_number(self.d_noise) and self.d_noise >= 0, f"d_noise must be a number >= 0, got {self.d_noise!r}")
         check_seed(self.seed)
         check_device_name(self.device)
-        for name in ("eval_every", "sample_every"):
+        for name in ("eval_every", "sample_every", "checkpoint_steps", "max_restarts"):
             value = getattr(self, name)
             need(_is_int(value) and value >= 0, f"{name} must be an integer >= 0, got {value!r}")
+        need(
+            _is_number(self.checkpoint_minutes) and self.checkpoint_minutes >= 0,
+            f"checkpoint_minutes must be a number >= 0, got {self.checkpoint_minutes!r}",
+        )
+        need(self.on_nan in ON_NAN, f"unknown on_nan {self.on_nan!r}; choose one of {', '.join(ON_NAN)}")
+        need(
+            _is_number(self.restart_lr_factor) and 0 < self.restart_lr_factor <= 1,
+            f"restart_lr_factor must be in (0, 1], got {self.restart_lr_factor!r}",
+        )
         need(
             self.name is None or (isinstance(self.name, str) and self.name not in ("", ".", "..") and "/" not in self.name),
             f"name must be a plain folder name, got {self.name!r}",

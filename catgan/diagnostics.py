@@ -151,6 +151,20 @@ class HealthMonitor:
     def fired(self) -> set[str]:
         return {w.name for w in self.warnings}
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the monitor has seen so far, as plain lists (for a resumable checkpoint)."""
+        return {
+            "warnings": [[w.name, w.step, w.epoch, w.message] for w in self.warnings],
+            "streaks": {name: [[step, list(losses)] for step, losses in streak] for name, streak in self._streaks.items()},
+            "early_g_norms": list(self._early_g_norms),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from `state_dict`'s output (warnings already raised are not reported again)."""
+        self.warnings = [TrainingWarning(*fields) for fields in state["warnings"]]
+        self._streaks = {name: [(step, tuple(losses)) for step, losses in streak] for name, streak in state["streaks"].items()}
+        self._early_g_norms = list(state["early_g_norms"])
+
     def observe(self, record: dict[str, Any], step: int, epoch: int) -> list[TrainingWarning]:
         """Read one logged record (``d`` and ``g`` hold D's and G's terms as floats, and
         ``fake_class_histogram`` the generated-class shares); return the warnings it raised for

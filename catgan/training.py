@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import random
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, NoReturn
@@ -22,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from catgan import __version__
-from catgan.config import CatGANError, TrainConfig, check_device_name
+from catgan.config import RESUME_MAY_CHANGE, CatGANError, TrainConfig, check_device_name
 from catgan.data import ImageData, labelled_indices, load_dataset
 from catgan.diagnostics import (
     HealthMonitor,
@@ -49,8 +52,10 @@ __all__ = [
     "make_optimizers",
     "predict_logits",
     "resolve_device",
+    "resume",
     "supervised_step",
     "train",
+    "TrainingStopped",
 ]
 
 
@@ -93,6 +98,13 @@ class WeightAverage:
         self.module = copy.deepcopy(module).requires_grad_(False)
         self.decay = decay
         self.updates = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"module": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["module"])
+        self.updates = state["updates"]
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
@@ -298,6 +310,14 @@ class IndexCycler:
         self._next += 1
         return self._order[start : start + self.batch_size]
 
+    def state_dict(self) -> dict[str, Any]:
+        """The current pass's order and position in it (the generator's state is saved by its owner)."""
+        return {"order": None if self._order is None else self._order.cpu(), "next": self._next}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._order = None if state["order"] is None else state["order"].to(self.indices.device)
+        self._next = state["next"]
+
 
 class Trainer:
     """Runs one fixed training schedule on data already in memory.
@@ -340,72 +360,142 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.monitor = HealthMonitor(self.num_clusters, report=report or _report)
-        self._last_good: dict[str, Any] | None = None  # checkpoint state at the end of the last finite epoch
+        self._last_good: dict[str, Any] | None = None  # the latest state known finite, in host memory
         self._writer = None  # TensorBoard's SummaryWriter, when asked for
+        self.lr_scale = 1.0  # both learning rates' factor, lowered by each restart after a non-finite loss
+        self.restarts: list[dict[str, Any]] = []  # one record per restart (on_nan restart)
+        self.resumed_at: list[int] = []  # the steps at which this run was resumed
+        self._elapsed = 0.0  # training seconds spent before `_started` (by earlier processes, for a resumed run)
+        self._started = self._last_save = time.perf_counter()
+        self._terms_g: dict[str, Tensor] = {}  # G's terms from its latest update
+        self._order = torch.Generator()  # draws the order of the batches; seeded by fit
+        self.next_unlabelled = self.next_labelled = None
+        if config.method == "catgan":
+            self.next_unlabelled = IndexCycler(torch.arange(len(self.x_train), device=self.storage), config.batch_size, self._order)
+        if config.uses_labels:
+            labelled = torch.from_numpy(self.labelled).to(self.storage)
+            self.next_labelled = IndexCycler(labelled, min(config.batch_size, len(labelled)), self._order)
 
     @property
     def steps_per_epoch(self) -> int:
         return len(self.x_train) // self.config.batch_size
 
-    def fit(self) -> dict[str, Any]:
+    def fit(self, resume: dict[str, Any] | None = None) -> dict[str, Any]:
         """Train for the configured epochs, evaluate on the test split, write the run's files.
+
+        Args:
+            resume: a checkpoint of this run (see `checkpoint_state`) to continue from, instead of
+                starting afresh; the run then ends exactly as it would have without the stop.
 
         Returns the summary (also written as ``summary.json``).
 
         Raises:
-            TrainingDiverged: a loss or weight stopped being finite; the run directory then holds
-                the weights from the end of the last finite epoch and a summary that says so.
+            TrainingDiverged: a loss or weight stopped being finite (and ``on_nan`` restarts, if
+                asked for, did not help); the run directory then holds the last finite state and a
+                summary that says so.
+            TrainingStopped: SIGINT or SIGTERM arrived; a checkpoint of the last finished step is saved.
         """
-        config, start = self.config, time.perf_counter()
-        if self.run_dir is not None and (self.run_dir / runs.CONFIG).exists():
-            raise CatGANError(f"{self.run_dir} already holds a run; give the trainer a new directory")
-        self._write_start_files()
-        torch.manual_seed(config.seed)  # the noise and latents; whatever ran since __init__
-        order = torch.Generator().manual_seed(config.seed)
-        next_unlabelled = next_labelled = None
-        if config.method == "catgan":
-            next_unlabelled = IndexCycler(torch.arange(len(self.x_train), device=self.storage), config.batch_size, order)
-        if config.uses_labels:
-            labelled = torch.from_numpy(self.labelled).to(self.storage)
-            next_labelled = IndexCycler(labelled, min(config.batch_size, len(labelled)), order)
+        config = self.config
+        self._started = self._last_save = time.perf_counter()
+        if resume is None:
+            if self.run_dir is not None and (self.run_dir / runs.CONFIG).exists():
+                raise CatGANError(f"{self.run_dir} already holds a run; give the trainer a new directory")
+            self._write_start_files()
+            torch.manual_seed(config.seed)  # the noise and latents; whatever ran since __init__
+            self._order.manual_seed(config.seed)
+        else:
+            self.load_training_state(resume)
+            self.resumed_at.append(self.step)
         total = config.epochs * self.steps_per_epoch
-        bar = _progress_bar(total, config)
+        bar = _progress_bar(total, config, initial=self.step)
         self._writer = _tensorboard_writer(self.run_dir) if config.tensorboard and self.run_dir else None
         self._keep_last_good()
-        terms_g: dict[str, Tensor] = {}  # G's terms from its latest update
+        stop = _StopSignals()
         try:
-            for self.epoch in range(1, config.epochs + 1):
-                for _ in range(self.steps_per_epoch):
-                    x_lab, y_lab = self._gather(next_labelled)
-                    x_unl, _ = self._gather(next_unlabelled)
-                    terms_d, terms_g = self._train_step(Batch(x_lab, y_lab, x_unl), total, terms_g)
-                    self.step += 1
-                    bar.update()
-                    if self.step % config.log_every == 0 or self.step == total:
-                        self._log(terms_d, terms_g, time.perf_counter() - start, bar)
-                self._end_epoch()
+            with stop:
+                self._run_schedule(total, bar, stop)
         except KeyboardInterrupt:
-            self.save_checkpoint()
+            if stop.signum is None:  # not a second Ctrl-C (that one aborts at once): keep the last finite state
+                self._save_last_good()
             raise
-        except _NonFinite as stop:
-            self._stop_diverged(stop.warning, time.perf_counter() - start)  # raises TrainingDiverged
+        except _NonFinite as error:
+            self._stop_diverged(error.warning)  # raises TrainingDiverged
         finally:
             bar.close()
             if self._writer is not None:
                 self._writer.close()
+        self.save_checkpoint()  # before the final record, so that a resume from it writes that record once
         figures = self.evaluate_test()
         self._append_metrics({"split": "test", **figures})
-        summary = {
-            **figures,
-            **self._common_summary(time.perf_counter() - start),
-        }
+        summary = {**figures, **self._common_summary()}
         if self.run_dir is not None:
-            self.save_checkpoint()
             if config.method == "catgan":
                 self.save_samples(self.run_dir / runs.SAMPLES)
                 self.save_class_samples(self.run_dir / runs.CLASS_SAMPLES)
             runs.write_json(self.run_dir / runs.SUMMARY, summary)
         return summary
+
+    def seconds(self) -> float:
+        """Training seconds so far, over every process that worked on this run."""
+        return self._elapsed + time.perf_counter() - self._started
+
+    def _run_schedule(self, total: int, bar, stop: "_StopSignals") -> None:
+        """Steps until ``total``, with checkpoints, restarts after non-finite values (when asked
+        for) and a stop at the first step boundary after a signal."""
+        while self.step < total:
+            try:
+                self._one_step(total, bar)
+                if stop.signum is not None or self._checkpoint_due():
+                    self.save_checkpoint()
+            except _NonFinite as error:
+                if not self._restart(error.warning):
+                    raise
+                bar.n = self.step
+                bar.refresh()
+                continue
+            if stop.signum is not None:
+                raise TrainingStopped(stop.signum, self.step, self.run_dir)
+
+    def _one_step(self, total: int, bar) -> None:
+        """One step of the schedule, its log record when due, and the end of an epoch when due."""
+        config = self.config
+        self.epoch = self.step // self.steps_per_epoch + 1
+        x_lab, y_lab = self._gather(self.next_labelled)
+        x_unl, _ = self._gather(self.next_unlabelled)
+        terms_d, self._terms_g = self._train_step(Batch(x_lab, y_lab, x_unl), total, self._terms_g)
+        self.step += 1
+        bar.update()
+        if self.step % config.log_every == 0 or self.step == total:
+            self._log(terms_d, self._terms_g, self.seconds(), bar)
+        if self.step % self.steps_per_epoch == 0:
+            self._end_epoch()
+
+    def _checkpoint_due(self) -> bool:
+        config = self.config
+        if config.checkpoint_steps and self.step % config.checkpoint_steps == 0:
+            return True
+        return bool(config.checkpoint_minutes) and time.perf_counter() - self._last_save >= 60 * config.checkpoint_minutes
+
+    def _restart(self, warning: TrainingWarning) -> bool:
+        """With ``on_nan restart`` and restarts left: go back to the last finite state with lower
+        learning rates, and return True; otherwise return False."""
+        config = self.config
+        if config.on_nan != "restart" or len(self.restarts) >= config.max_restarts:
+            return False
+        good = self._last_good
+        scale = self.lr_scale * config.restart_lr_factor
+        restarts = [*self.restarts, {"at_step": warning.step, "back_to_step": good["step"],
+                                     "message": warning.message, "lr_scale": scale}]
+        seconds = self.seconds()
+        self.load_training_state(good)
+        self.restarts, self.lr_scale = restarts, scale
+        self._elapsed, self._started = seconds, time.perf_counter()
+        self.monitor.report(
+            f"restart {len(restarts)} of at most {config.max_restarts}: {warning.message} at step {warning.step}; "
+            f"back to step {good['step']} with the learning rates x{scale:g}"
+        )
+        self._keep_last_good()
+        return True
 
     def _train_step(
         self, batch: Batch, total: int, terms_g: dict[str, Tensor]
@@ -415,7 +505,7 @@ class Trainer:
         config = self.config
         for optimizer, base in ((self.opt_d, config.lr), (self.opt_g, config.lr_g or config.lr)):
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, self.step, total, base)
+                group["lr"] = learning_rate(config, self.step, total, base) * self.lr_scale
         noise = config.instance_noise * ((1 - self.step / total) if config.instance_noise_schedule == "linear" else 1.0)
         practices = Practices(noise, config.label_smoothing, config.label_noise, config.joint_batches,
                               config.feature_matching)
@@ -430,11 +520,11 @@ class Trainer:
             self.weight_average.update(self.model.discriminator)
         return terms_d, terms_g
 
-    def _common_summary(self, seconds: float) -> dict[str, Any]:
-        """What every summary records besides the figures: time, sizes, versions, warnings."""
+    def _common_summary(self) -> dict[str, Any]:
+        """What every summary records besides the figures: time, sizes, versions, warnings, restarts."""
         config = self.config
         return {
-            "wall_seconds": seconds,
+            "wall_seconds": self.seconds(),
             "steps": self.step,
             "epochs": config.epochs,
             "labelled": len(self.labelled) if config.uses_labels else 0,
@@ -448,15 +538,14 @@ class Trainer:
             "git_commit": runs.git_commit(),
             "command": self.command,
             "warnings": [warning.to_dict() for warning in self.monitor.warnings],
+            "restarts": self.restarts,
+            "resumed_at_steps": self.resumed_at,
         }
 
     def _end_epoch(self) -> None:
         """Keep the weights if they are finite, draw the epoch's samples, evaluate if asked."""
         config = self.config
-        bad = [name for name, p in self.model.named_parameters() if not torch.isfinite(p).all()]
-        if bad:
-            message = f"non-finite weights in {len(bad)} parameters ({bad[0]}, ...)"
-            raise _NonFinite(self.monitor.fire("non_finite", self.step, self.epoch, message))
+        self._check_finite_weights()
         self._keep_last_good()
         if config.sample_every and self.epoch % config.sample_every == 0 and config.method == "catgan" and self.run_dir:
             (self.run_dir / runs.SAMPLES_DIR).mkdir(exist_ok=True)
@@ -466,27 +555,42 @@ class Trainer:
             self._append_metrics({"split": "test", **figures})
             self._tensorboard_scalars({f"test/{name}": value for name, value in figures.items()})
 
+    def _check_finite_weights(self) -> None:
+        bad = [name for name, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            message = f"non-finite weights in {len(bad)} parameters ({bad[0]}, ...)"
+            warning = self.monitor.fire("non_finite", self.step, self.epoch, message)
+            raise _NonFinite(warning or TrainingWarning("non_finite", self.step, self.epoch, message))
+
     def _keep_last_good(self) -> None:
-        """Keep a copy of the checkpoint state, in host memory, to fall back on after a NaN."""
+        """Keep a copy of the whole training state, in host memory, to fall back on after a NaN."""
         self._last_good = _on_cpu(self.checkpoint_state())
 
-    def _stop_diverged(self, warning: TrainingWarning, seconds: float) -> NoReturn:
-        """After a non-finite loss: put back the last good weights, save them, record why, raise."""
+    def _save_last_good(self) -> None:
+        if self.run_dir is not None and self._last_good is not None:
+            runs.save_checkpoint(self.run_dir / runs.CHECKPOINT, self._last_good)
+
+    def _stop_diverged(self, warning: TrainingWarning) -> NoReturn:
+        """After a non-finite loss: put back the last good state, save it, record why, raise."""
         good = self._last_good
+        seconds = self.seconds()
         self.model.generator.load_state_dict(good["generator"])
         self.model.discriminator.load_state_dict(good["discriminator"])
         summary = {
             "status": "diverged",
             "diverged_at_step": warning.step,
+            "last_good_step": good["step"],
             "last_good_epoch": good["epoch"],
-            **self._common_summary(seconds),
+            **self._common_summary(),
+            "wall_seconds": seconds,
         }
         where = "nothing was written"
         if self.run_dir is not None:
-            runs.save_checkpoint(self.run_dir / runs.CHECKPOINT, good)
+            self._save_last_good()
             runs.write_json(self.run_dir / runs.SUMMARY, summary)
-            where = f"{self.run_dir / runs.CHECKPOINT} holds the weights from the end of epoch {good['epoch']}"
-        raise TrainingDiverged(f"training diverged at step {warning.step} ({warning.message}); {where}")
+            where = f"{self.run_dir / runs.CHECKPOINT} holds the state at step {good['step']} (epoch {good['epoch']})"
+        tried = f" after {len(self.restarts)} restarts" if self.restarts else ""
+        raise TrainingDiverged(f"training diverged at step {warning.step}{tried} ({warning.message}); {where}")
 
     def _gather(self, cycler: IndexCycler | None) -> tuple[Tensor | None, Tensor | None]:
         """The next batch of training images and labels from ``cycler`` (None: no batch)."""
@@ -519,7 +623,9 @@ class Trainer:
         class_grid(self.model, path, class_names=names, seed=self.config.seed, discriminator=discriminator)
 
     def checkpoint_state(self) -> dict[str, Any]:
-        """Everything needed to rebuild the networks and continue training, weights-only loadable."""
+        """Everything needed to rebuild the networks, and under ``training`` everything needed to
+        continue exactly where training is: random states, the batch order and the position in
+        it, the monitor, the weight average. Weights-only loadable (tensors and plain values)."""
         return {
             "config": self.config.to_dict(),
             "image_shape": list(self.data.image_shape),
@@ -533,11 +639,62 @@ class Trainer:
             "opt_g": self.opt_g.state_dict(),
             "catgan_version": __version__,
             **({"discriminator_average": self.weight_average.module.state_dict()} if self.weight_average else {}),
+            "training": {
+                "rng": _rng_state(self.device),
+                "order": self._order.get_state(),
+                "unlabelled": self.next_unlabelled.state_dict() if self.next_unlabelled else None,
+                "labelled": self.next_labelled.state_dict() if self.next_labelled else None,
+                "weight_average_updates": self.weight_average.updates if self.weight_average else 0,
+                "monitor": self.monitor.state_dict(),
+                "terms_g": {name: value.detach() for name, value in self._terms_g.items()},
+                "lr_scale": self.lr_scale,
+                "restarts": copy.deepcopy(self.restarts),
+                "resumed_at": list(self.resumed_at),
+                "seconds": self.seconds(),
+                "metrics_bytes": self._metrics_bytes(),
+                "command": self.command,
+            },
         }
 
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        """Continue from ``state`` (`checkpoint_state`'s output): networks, optimisers, random
+        states, batch order, monitor; metrics.jsonl is cut back to what it held then."""
+        training = state["training"]
+        self.model.generator.load_state_dict(state["generator"])
+        self.model.discriminator.load_state_dict(state["discriminator"])
+        self.opt_d.load_state_dict(_on_cpu(state["opt_d"]))  # copies: the optimisers update their state in place
+        self.opt_g.load_state_dict(_on_cpu(state["opt_g"]))
+        if self.weight_average is not None:
+            self.weight_average.load_state_dict(
+                {"module": state["discriminator_average"], "updates": training["weight_average_updates"]})
+        self.step, self.epoch = state["step"], state["epoch"]
+        _set_rng_state(training["rng"], self.device)
+        self._order.set_state(training["order"])
+        for cycler, key in ((self.next_unlabelled, "unlabelled"), (self.next_labelled, "labelled")):
+            if cycler is not None:
+                cycler.load_state_dict(training[key])
+        self.monitor.load_state_dict(training["monitor"])
+        self._terms_g = {name: value.to(self.device) for name, value in training["terms_g"].items()}
+        self.lr_scale, self.restarts = training["lr_scale"], copy.deepcopy(training["restarts"])
+        self.resumed_at = list(training["resumed_at"])
+        self._elapsed, self._started = training["seconds"], time.perf_counter()
+        self.command = training["command"]
+        if self.run_dir is not None and (self.run_dir / runs.METRICS).is_file():
+            with open(self.run_dir / runs.METRICS, "r+b") as metrics:
+                metrics.truncate(training["metrics_bytes"])
+
     def save_checkpoint(self) -> None:
+        """Check that the weights are finite, save the state (atomically) and keep it as the last good one."""
+        self._check_finite_weights()
+        state = self.checkpoint_state()
         if self.run_dir is not None:
-            runs.save_checkpoint(self.run_dir / runs.CHECKPOINT, self.checkpoint_state())
+            runs.save_checkpoint(self.run_dir / runs.CHECKPOINT, state)
+        self._last_good = _on_cpu(state)
+        self._last_save = time.perf_counter()
+
+    def _metrics_bytes(self) -> int:
+        path = self.run_dir / runs.METRICS if self.run_dir is not None else None
+        return path.stat().st_size if path is not None and path.is_file() else 0
 
     def _write_start_files(self) -> None:
         if self.run_dir is None:
@@ -590,6 +747,69 @@ class _NonFinite(Exception):
         self.warning = warning
 
 
+class TrainingStopped(Exception):
+    """Training stopped at a step boundary on SIGINT or SIGTERM, after saving a checkpoint."""
+
+    def __init__(self, signum: int, step: int, run_dir: Path | None) -> None:
+        self.signum, self.step, self.run_dir = signum, step, run_dir
+        where = (f"checkpoint saved in {run_dir / runs.CHECKPOINT}; continue with: catgan train --resume {run_dir}"
+                 if run_dir is not None else "no run directory to save into")
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; {where}")
+
+    @property
+    def exit_status(self) -> int:
+        """The shell's convention: 128 + the signal number (130 for SIGINT, 143 for SIGTERM)."""
+        return 128 + self.signum
+
+
+class _StopSignals:
+    """While active (in the main thread only), SIGINT and SIGTERM ask the training loop to stop at
+    the next step boundary (``signum`` records which); a second SIGINT aborts at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    """Every random state training may draw from: torch's (CPU and CUDA), Python's and NumPy's."""
+    _, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    numpy = state["numpy"]
+    np.random.set_state(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["position"], numpy["has_gauss"],
+                         numpy["cached_gaussian"]))
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def _on_cpu(state: Any) -> Any:
     """A copy of ``state`` (nested dicts and lists of tensors and plain values) with every tensor on the CPU."""
     if isinstance(state, Tensor):
@@ -627,10 +847,11 @@ def _storage_device(x: Tensor, device: torch.device) -> torch.device:
     return device if x.element_size() * x.nelement() <= free // 2 else torch.device("cpu")
 
 
-def _progress_bar(total: int, config: TrainConfig):
+def _progress_bar(total: int, config: TrainConfig, initial: int = 0):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=f"train {config.dataset}", unit="step", disable=not config.progress, dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, desc=f"train {config.dataset}", unit="step", disable=not config.progress,
+                dynamic_ncols=True)
 
 
 def _device_description(device: torch.device) -> str:
@@ -640,6 +861,8 @@ def _device_description(device: torch.device) -> str:
 
 
 class RunResult(NamedTuple):
+    """A finished run: its directory, its summary and the data it trained on."""
+
     run_dir: Path
     summary: dict[str, Any]
     data: ImageData
@@ -672,4 +895,46 @@ def train(config: TrainConfig, data: ImageData | None = None, log=print, command
     log(f"run directory: {run_dir}  (device {_device_description(trainer.device)}, "
         f"{len(trainer.labelled)} labelled images, K = {trainer.num_clusters}, epochs: {trainer.config.epochs})")
     summary = trainer.fit()
+    return RunResult(run_dir, summary, data)
+
+
+def resume(run_dir: str | Path, changes: dict[str, Any] | None = None, log=print) -> RunResult:
+    """Continue a stopped or killed run from its checkpoint; it ends as the uninterrupted run would.
+
+    Args:
+        run_dir: the run directory (it holds a checkpoint and no summary yet).
+        changes: configuration fields the resuming command set. Those in
+            ``config.RESUME_MAY_CHANGE`` (where the data is, the progress bar, the checkpoint
+            cadence) replace the saved ones; any other must equal the saved value.
+        log: where one-line progress messages go.
+
+    Raises:
+        CatGANError: no such run, a finished run, a checkpoint without training state, other
+            settings, or data that does not match the checkpoint; the run directory is untouched.
+    """
+    run_dir = Path(run_dir).expanduser()
+    if (run_dir / runs.SUMMARY).is_file():
+        raise CatGANError(f"{run_dir} has finished (it holds {runs.SUMMARY}); there is nothing to resume")
+    checkpoint = runs.load_checkpoint(run_dir)
+    if "training" not in checkpoint:
+        raise CatGANError(f"{run_dir / runs.CHECKPOINT} holds weights but no training state; it cannot be resumed")
+    saved = TrainConfig.from_dict(checkpoint["config"])
+    changes = changes or {}
+    differing = sorted(name for name, value in changes.items()
+                       if name not in RESUME_MAY_CHANGE and value != getattr(saved, name))
+    if differing:
+        listed = ", ".join(f"{name} (saved {getattr(saved, name)!r}, asked {changes[name]!r})" for name in differing)
+        raise CatGANError(f"{run_dir} was trained with other settings: {listed}; resume it with its own")
+    config = dataclasses.replace(saved, **{name: changes[name] for name in changes if name in RESUME_MAY_CHANGE})
+    data = load_dataset(config)
+    if list(checkpoint["image_shape"]) != list(data.image_shape) or list(checkpoint["classes"]) != list(data.classes):
+        raise CatGANError(
+            f"{run_dir} was trained on {len(checkpoint['classes'])} classes of {tuple(checkpoint['image_shape'])} images, "
+            f"but the data found for {config.dataset} holds {data.num_classes} classes of {data.image_shape} images"
+        )
+    log(data.describe())
+    trainer = Trainer(config, data, run_dir)
+    total = trainer.config.epochs * trainer.steps_per_epoch
+    log(f"resuming {run_dir} at step {checkpoint['step']} of {total} (device {_device_description(trainer.device)})")
+    summary = trainer.fit(resume=checkpoint)
     return RunResult(run_dir, summary, data)

@@ -69,13 +69,58 @@ def test_clustering_from_the_cli(tmp_path, capsys):
     assert "clustering accuracy (one-to-one)" in out and "many-to-one accuracy" in out
 
 
+def _idx_gz(path: Path, array, magic_type: int = 0x08, cut: int = 0) -> None:
+    """Write ``array`` as a gzip-compressed IDX file; ``cut`` bytes off the end make it truncated."""
+    import gzip
+
+    header = bytes([0, 0, magic_type, array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    data = gzip.compress(header + array.astype("uint8").tobytes())
+    path.write_bytes(data[: len(data) - cut])
+
+
+def _mnist_folders(tmp_path: Path) -> dict[str, Path]:
+    """Small MNIST-like folders, each broken in one way."""
+    import numpy as np
+
+    names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+             "t10k-labels-idx1-ubyte.gz")
+    arrays = (np.zeros((20, 28, 28)), np.arange(20) % 10, np.zeros((10, 28, 28)), np.arange(10))
+    folders = {}
+    for case in ("truncated", "magic", "counts"):
+        folder = folders[case] = tmp_path / f"mnist-{case}"
+        folder.mkdir()
+        for name, array in zip(names, arrays):
+            _idx_gz(folder / name, array[:7] if case == "counts" and name.startswith("t10k-labels") else array,
+                    magic_type=0x0B if case == "magic" and name.startswith("train-labels") else 0x08,
+                    cut=12 if case == "truncated" and name.startswith("train-images") else 0)
+    return folders
+
+
 def _bad_inputs(tmp_path: Path, finished_run: Path) -> list[tuple[list[str], str]]:
+    from PIL import Image
+
     a_file = tmp_path / "a-file"
     a_file.write_text("not a folder")
     empty = tmp_path / "empty"
     empty.mkdir()
     out = ["--out-dir", str(tmp_path / "runs")]
+    mnist = _mnist_folders(tmp_path)
+    (tmp_path / "one-class" / "cats").mkdir(parents=True)
+    for i in range(3):
+        Image.new("L", (8, 8), i).save(tmp_path / "one-class" / "cats" / f"{i}.png")
+    (tmp_path / "no-images" / "cats").mkdir(parents=True)
     cases = [
+        (["train", "--dataset", "mnist", "--data-dir", str(mnist["truncated"]), *out], "train-images-idx3-ubyte.gz"),
+        (["train", "--dataset", "mnist", "--data-dir", str(mnist["magic"]), *out], "bad magic number"),
+        (["train", "--dataset", "mnist", "--data-dir", str(mnist["counts"]), *out], "10 test images but 7 test labels"),
+        (["train", "--dataset", "folder", "--data-dir", str(tmp_path / "one-class"), *out], "only one class"),
+        (["train", "--dataset", "folder", "--data-dir", str(tmp_path / "no-images"), *out], "no images"),
+        (["train", "--on-nan", "ignore", *out], "invalid choice: 'ignore'"),
+        (["train", "--max-restarts", "-1", *out], "max_restarts must be an integer >= 0"),
+        (["train", "--restart-lr-factor", "0", *out], "restart_lr_factor must be in (0, 1]"),
+        (["train", "--checkpoint-minutes", "-5", *out], "checkpoint_minutes must be a number >= 0"),
+        (["train", "--resume", str(empty)], "not a catgan run directory"),
+        (["train", "--resume", str(finished_run)], "has finished"),
         (["train", "--dataset", "imagenet"], "invalid choice: 'imagenet'"),
         (["train", "--dataset", "mnist", "--data-dir", str(empty), *out], "mnist not found"),
         (["train", "--dataset", "fashion-mnist", "--data-dir", str(empty), *out], "fashion-mnist not found"),
@@ -172,21 +217,3 @@ def test_evaluate_refuses_data_with_other_classes(tmp_path, capsys):
     assert "was trained on 3 classes" in capsys.readouterr().err
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, monkeypatch, capsys):
-    import catgan.training
-
-    real_step, calls = catgan.training.generator_step, []
-
-    def interrupted_on_the_fifth_step(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 5:
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(catgan.training, "generator_step", interrupted_on_the_fifth_step)
-    assert main(["train", *TINY, "--out-dir", str(tmp_path), "--name", "cut"]) == 130
-    assert capsys.readouterr().err.strip().endswith("catgan train: interrupted")
-    from catgan.runs import load_checkpoint
-
-    assert load_checkpoint(tmp_path / "cut")["step"] == 4  # the last completed step
-    assert not (tmp_path / "cut" / "summary.json").exists()

@@ -174,7 +174,7 @@ def test_non_finite_losses_stop_the_run_and_keep_the_last_good_weights(make_conf
     run_dir = catgan.runs.plan_run_dir(config)
     catgan.runs.create_run_dir(run_dir)
     trainer = Trainer(config, digits, run_dir, report=lines.append)
-    with pytest.raises(TrainingDiverged, match="diverged at step .* end of epoch 1"):
+    with pytest.raises(TrainingDiverged, match=r"diverged at step .* the state at step 23 \(epoch 1\)"):
         trainer.fit()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "diverged" and summary["last_good_epoch"] == 1
@@ -193,7 +193,7 @@ def test_a_diverged_run_exits_3_from_the_cli(tmp_path, monkeypatch, capsys):
                    "--name", "nan", "--no-progress"])
     err = capsys.readouterr().err
     assert status == EXIT_DIVERGED
-    assert "catgan train: stopped: training diverged" in err and "end of epoch 0" in err
+    assert "catgan train: stopped: training diverged" in err and "the state at step 0 (epoch 0)" in err
     assert "Traceback" not in err
 
 
