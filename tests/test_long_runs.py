@@ -257,3 +257,20 @@ def test_checkpoints_are_written_atomically(tmp_path, make_config, digits, monke
         trainer.save_checkpoint()
     assert (tmp_path / "checkpoint.pt").read_bytes() == good
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left behind
+
+
+def test_resume_refuses_data_that_does_not_match_the_checkpoint(tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    for classes in (3, 4):
+        rng = np.random.default_rng(0)
+        y = np.arange(60) % classes
+        np.savez(tmp_path / f"{classes}.npz", x_train=rng.integers(0, 256, (60, 8, 8), dtype=np.uint8), y_train=y,
+                 x_test=rng.integers(0, 256, (30, 8, 8), dtype=np.uint8), y_test=y[:30])
+    _send_on_call(monkeypatch, (2, signal.SIGTERM))
+    argv = ["train", *SMALL, "--batch-size", "20", "--labels-per-class", "2", "--dataset", "arrays", "--data-dir",
+            str(tmp_path / "3.npz"), "--out-dir", str(tmp_path), "--name", "three"]
+    assert main(argv) == 143
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "three"), "--data-dir", str(tmp_path / "4.npz")]) == 2
+    assert "was trained on 3 classes of (1, 8, 8) images, but the data found for arrays holds 4" in capsys.readouterr().err
