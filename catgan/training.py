@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import random
 import signal
 import sys
@@ -350,6 +351,7 @@ class Trainer:
         if config.batch_size > len(data.x_train):
             raise CatGANError(f"batch_size {config.batch_size} exceeds the {len(data.x_train)} training images")
         self.labelled = labelled_indices(data.y_train, config.labels_per_class, config.seed)
+        self.data_fingerprint = _fingerprint(data)  # checked when the run is resumed
         torch.manual_seed(config.seed)
         self.model = CatGAN(self.config, data.image_shape, self.num_clusters).to(self.device)
         self.opt_d, self.opt_g = make_optimizers(self.model, self.config)
@@ -403,17 +405,33 @@ class Trainer:
             self._write_start_files()
             torch.manual_seed(config.seed)  # the noise and latents; whatever ran since __init__
             self._order.manual_seed(config.seed)
+            self._keep_last_good()
+            self.save_checkpoint()  # a run killed at any moment can be resumed, from step 0 at worst
         else:
-            self.load_training_state(resume)
+            try:
+                self.load_training_state(resume)
+            except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as err:
+                raise CatGANError(f"cannot resume from this checkpoint: {type(err).__name__}: {err}") from None
             self.resumed_at.append(self.step)
         total = config.epochs * self.steps_per_epoch
         bar = _progress_bar(total, config, initial=self.step)
         self._writer = _tensorboard_writer(self.run_dir) if config.tensorboard and self.run_dir else None
-        self._keep_last_good()
         stop = _StopSignals()
         try:
             with stop:
                 self._run_schedule(total, bar, stop)
+                bar.close()
+                self.save_checkpoint()  # before the final record, so that a resume from it writes that record once
+                figures = self.evaluate_test()
+                self._append_metrics({"split": "test", **figures})
+                summary = {**figures, **self._common_summary()}
+                if self.run_dir is not None and config.method == "catgan":
+                    self.save_samples(self.run_dir / runs.SAMPLES)
+                    self.save_class_samples(self.run_dir / runs.CLASS_SAMPLES)
+                if stop.signum is not None:  # during the final evaluation: the checkpoint above resumes it
+                    raise TrainingStopped(stop.signum, self.step, self.run_dir)
+                if self.run_dir is not None:
+                    runs.write_json(self.run_dir / runs.SUMMARY, summary)
         except KeyboardInterrupt:
             if stop.signum is None:  # not a second Ctrl-C (that one aborts at once): keep the last finite state
                 self._save_last_good()
@@ -424,19 +442,11 @@ class Trainer:
             bar.close()
             if self._writer is not None:
                 self._writer.close()
-        self.save_checkpoint()  # before the final record, so that a resume from it writes that record once
-        figures = self.evaluate_test()
-        self._append_metrics({"split": "test", **figures})
-        summary = {**figures, **self._common_summary()}
-        if self.run_dir is not None:
-            if config.method == "catgan":
-                self.save_samples(self.run_dir / runs.SAMPLES)
-                self.save_class_samples(self.run_dir / runs.CLASS_SAMPLES)
-            runs.write_json(self.run_dir / runs.SUMMARY, summary)
         return summary
 
     def seconds(self) -> float:
-        """Training seconds so far, over every process that worked on this run."""
+        """Training seconds so far: this process's, plus those recorded in the checkpoint it
+        resumed from (work done after that checkpoint by a killed process is not counted)."""
         return self._elapsed + time.perf_counter() - self._started
 
     def _run_schedule(self, total: int, bar, stop: "_StopSignals") -> None:
@@ -543,10 +553,10 @@ class Trainer:
         }
 
     def _end_epoch(self) -> None:
-        """Keep the weights if they are finite, draw the epoch's samples, evaluate if asked."""
+        """Check that the weights are finite, draw the epoch's samples, evaluate if asked, and keep
+        the state as the point a restart after a NaN goes back to."""
         config = self.config
         self._check_finite_weights()
-        self._keep_last_good()
         if config.sample_every and self.epoch % config.sample_every == 0 and config.method == "catgan" and self.run_dir:
             (self.run_dir / runs.SAMPLES_DIR).mkdir(exist_ok=True)
             self.save_samples(self.run_dir / runs.SAMPLES_DIR / f"epoch-{self.epoch:04d}.png")
@@ -554,6 +564,7 @@ class Trainer:
             figures = self.evaluate_test()
             self._append_metrics({"split": "test", **figures})
             self._tensorboard_scalars({f"test/{name}": value for name, value in figures.items()})
+        self._keep_last_good()
 
     def _check_finite_weights(self) -> None:
         bad = [name for name, p in self.model.named_parameters() if not torch.isfinite(p).all()]
@@ -564,7 +575,7 @@ class Trainer:
 
     def _keep_last_good(self) -> None:
         """Keep a copy of the whole training state, in host memory, to fall back on after a NaN."""
-        self._last_good = _on_cpu(self.checkpoint_state())
+        self._last_good = _on_cpu(self.checkpoint_state(with_restart_point=False))
 
     def _save_last_good(self) -> None:
         if self.run_dir is not None and self._last_good is not None:
@@ -622,10 +633,13 @@ class Trainer:
         discriminator = self.weight_average.module if self.weight_average else None  # the one evaluated
         class_grid(self.model, path, class_names=names, seed=self.config.seed, discriminator=discriminator)
 
-    def checkpoint_state(self) -> dict[str, Any]:
+    def checkpoint_state(self, with_restart_point: bool = True) -> dict[str, Any]:
         """Everything needed to rebuild the networks, and under ``training`` everything needed to
         continue exactly where training is: random states, the batch order and the position in
-        it, the monitor, the weight average. Weights-only loadable (tensors and plain values)."""
+        it, the monitor, the weight average, the data's fingerprint, and with ``on_nan restart``
+        the state a restart or a divergence goes back to (the last epoch end). Weights-only
+        loadable (tensors and plain values)."""
+        restart_point = self._last_good if with_restart_point else None
         return {
             "config": self.config.to_dict(),
             "image_shape": list(self.data.image_shape),
@@ -653,6 +667,8 @@ class Trainer:
                 "seconds": self.seconds(),
                 "metrics_bytes": self._metrics_bytes(),
                 "command": self.command,
+                "data": self.data_fingerprint,
+                "restart_point": restart_point,
             },
         }
 
@@ -679,17 +695,22 @@ class Trainer:
         self.resumed_at = list(training["resumed_at"])
         self._elapsed, self._started = training["seconds"], time.perf_counter()
         self.command = training["command"]
-        if self.run_dir is not None and (self.run_dir / runs.METRICS).is_file():
-            with open(self.run_dir / runs.METRICS, "r+b") as metrics:
-                metrics.truncate(training["metrics_bytes"])
+        self._last_good = training["restart_point"] or _on_cpu(self.checkpoint_state(with_restart_point=False))
+        metrics = self.run_dir / runs.METRICS if self.run_dir is not None else None
+        if metrics is not None and metrics.is_file():
+            if metrics.stat().st_size < training["metrics_bytes"]:
+                self.monitor.report(f"note: {metrics} holds less than when the checkpoint was saved; "
+                                    f"some records before step {self.step} are missing")
+            else:
+                with open(metrics, "r+b") as f:
+                    f.truncate(training["metrics_bytes"])
 
     def save_checkpoint(self) -> None:
-        """Check that the weights are finite, save the state (atomically) and keep it as the last good one."""
+        """Check that the weights are finite and save the state, atomically. (The point a restart
+        goes back to stays the last epoch end, whatever the checkpoint cadence.)"""
         self._check_finite_weights()
-        state = self.checkpoint_state()
         if self.run_dir is not None:
-            runs.save_checkpoint(self.run_dir / runs.CHECKPOINT, state)
-        self._last_good = _on_cpu(state)
+            runs.save_checkpoint(self.run_dir / runs.CHECKPOINT, self.checkpoint_state())
         self._last_save = time.perf_counter()
 
     def _metrics_bytes(self) -> int:
@@ -786,6 +807,22 @@ class _StopSignals:
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
+def _fingerprint(data: ImageData) -> dict[str, Any]:
+    """The split sizes and a SHA-256 of the images and labels: a resumed run must see the same data."""
+    digest = hashlib.sha256()
+    for array in (data.x_train, data.y_train, data.x_test, data.y_test):
+        digest.update(array.detach().cpu().contiguous().numpy().tobytes())
+    return {"train": len(data.x_train), "test": len(data.x_test), "sha256": digest.hexdigest()}
+
+
+def _check_tensorboard(config: TrainConfig) -> None:
+    if config.tensorboard:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise CatGANError("--tensorboard needs the tensorboard package: pip install tensorboard")
+
+
 def _rng_state(device: torch.device) -> dict[str, Any]:
     """Every random state training may draw from: torch's (CPU and CUDA), Python's and NumPy's."""
     _, keys, position, has_gauss, cached_gaussian = np.random.get_state()
@@ -880,12 +917,9 @@ def train(config: TrainConfig, data: ImageData | None = None, log=print, command
     Raises:
         CatGANError: for bad input, before any run directory is created.
         TrainingDiverged: training stopped at a non-finite loss or weight (see `Trainer.fit`).
+        TrainingStopped: SIGINT or SIGTERM stopped training after saving a checkpoint.
     """
-    if config.tensorboard:
-        import importlib.util
-
-        if importlib.util.find_spec("tensorboard") is None:
-            raise CatGANError("--tensorboard needs the tensorboard package: pip install tensorboard")
+    _check_tensorboard(config)
     run_dir = runs.plan_run_dir(config)
     if data is None:
         data = load_dataset(config)
@@ -898,7 +932,7 @@ def train(config: TrainConfig, data: ImageData | None = None, log=print, command
     return RunResult(run_dir, summary, data)
 
 
-def resume(run_dir: str | Path, changes: dict[str, Any] | None = None, log=print) -> RunResult:
+def resume(run_dir: str | Path, changes: dict[str, Any] | None = None, log=print, data: ImageData | None = None) -> RunResult:
     """Continue a stopped or killed run from its checkpoint; it ends as the uninterrupted run would.
 
     Args:
@@ -907,17 +941,21 @@ def resume(run_dir: str | Path, changes: dict[str, Any] | None = None, log=print
             ``config.RESUME_MAY_CHANGE`` (where the data is, the progress bar, the checkpoint
             cadence) replace the saved ones; any other must equal the saved value.
         log: where one-line progress messages go.
+        data: the dataset the run trained on, when it was not the one its configuration loads
+            (for instance a validation split); None loads the configured one.
 
     Raises:
         CatGANError: no such run, a finished run, a checkpoint without training state, other
-            settings, or data that does not match the checkpoint; the run directory is untouched.
+            settings, or data other than the run's own; the run directory is then untouched.
+        TrainingDiverged, TrainingStopped: as for `train`.
     """
     run_dir = Path(run_dir).expanduser()
     if (run_dir / runs.SUMMARY).is_file():
         raise CatGANError(f"{run_dir} has finished (it holds {runs.SUMMARY}); there is nothing to resume")
     checkpoint = runs.load_checkpoint(run_dir)
-    if "training" not in checkpoint:
-        raise CatGANError(f"{run_dir / runs.CHECKPOINT} holds weights but no training state; it cannot be resumed")
+    training = checkpoint.get("training")
+    if not isinstance(training, dict) or not _RESUME_KEYS <= set(training):
+        raise CatGANError(f"{run_dir / runs.CHECKPOINT} holds no training state this version can resume from")
     saved = TrainConfig.from_dict(checkpoint["config"])
     changes = changes or {}
     differing = sorted(name for name, value in changes.items()
@@ -926,15 +964,24 @@ def resume(run_dir: str | Path, changes: dict[str, Any] | None = None, log=print
         listed = ", ".join(f"{name} (saved {getattr(saved, name)!r}, asked {changes[name]!r})" for name in differing)
         raise CatGANError(f"{run_dir} was trained with other settings: {listed}; resume it with its own")
     config = dataclasses.replace(saved, **{name: changes[name] for name in changes if name in RESUME_MAY_CHANGE})
-    data = load_dataset(config)
-    if list(checkpoint["image_shape"]) != list(data.image_shape) or list(checkpoint["classes"]) != list(data.classes):
+    _check_tensorboard(config)
+    if data is None:
+        data = load_dataset(config)
+    now = _fingerprint(data)
+    if now != training["data"]:
+        was = training["data"]
         raise CatGANError(
-            f"{run_dir} was trained on {len(checkpoint['classes'])} classes of {tuple(checkpoint['image_shape'])} images, "
-            f"but the data found for {config.dataset} holds {data.num_classes} classes of {data.image_shape} images"
+            f"{run_dir} was trained on other data ({was['train']} training and {was['test']} test images, "
+            f"SHA-256 {was['sha256'][:12]}) than {config.dataset} found now ({now['train']} and {now['test']}, "
+            f"{now['sha256'][:12]})"
         )
-    log(data.describe())
     trainer = Trainer(config, data, run_dir)
+    log(data.describe())
     total = trainer.config.epochs * trainer.steps_per_epoch
     log(f"resuming {run_dir} at step {checkpoint['step']} of {total} (device {_device_description(trainer.device)})")
     summary = trainer.fit(resume=checkpoint)
     return RunResult(run_dir, summary, data)
+
+
+_RESUME_KEYS = {"rng", "order", "unlabelled", "labelled", "weight_average_updates", "monitor", "terms_g", "lr_scale",
+                "restarts", "resumed_at", "seconds", "metrics_bytes", "command", "data", "restart_point"}

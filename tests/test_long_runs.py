@@ -35,6 +35,17 @@ def _records(run: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in (run / "metrics.jsonl").open()]
 
 
+def _same(a, b) -> bool:
+    """Equal nested dicts and lists of tensors and plain values, tensors bit for bit."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
 def _wait_for_records(run: Path, count: int, process: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     metrics = run / "metrics.jsonl"
@@ -48,13 +59,15 @@ def _wait_for_records(run: Path, count: int, process: subprocess.Popen, timeout:
 
 
 def test_a_run_killed_at_a_random_moment_and_resumed_ends_as_an_uninterrupted_one(tmp_path):
-    schedule = ["train", *SMALL, "--epochs", "8", "--log-every", "1", "--checkpoint-steps", "10",
-                "--ema-decay", "0.9", "--out-dir", str(tmp_path)]
+    schedule = ["train", *SMALL, "--epochs", "8", "--log-every", "1", "--checkpoint-steps", "10", "--eval-every", "3",
+                "--d-steps", "2", "--ema-decay", "0.9", "--out-dir", str(tmp_path)]
     whole = subprocess.run(_catgan(*schedule, "--name", "whole"), env=_env(), capture_output=True, text=True)
     assert whole.returncode == 0, whole.stderr
     killed = subprocess.Popen(_catgan(*schedule, "--name", "killed"), env=_env(), stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
-    moment = random.randint(12, 170)  # of 184 steps, one record each
+    seed = random.randrange(10**6)
+    moment = random.Random(seed).randint(12, 170)  # of 184 steps, one record each; a failure names it
+    print(f"killing after {moment} records (seed {seed})")
     _wait_for_records(tmp_path / "killed", moment, killed)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
@@ -71,9 +84,8 @@ def test_a_run_killed_at_a_random_moment_and_resumed_ends_as_an_uninterrupted_on
     assert second["command"] == first["command"].replace("whole", "killed")
     assert _records(tmp_path / "killed") == _records(tmp_path / "whole")  # every logged term, once, in order
     a, b = load_checkpoint(tmp_path / "whole"), load_checkpoint(tmp_path / "killed")
-    for part in ("generator", "discriminator", "discriminator_average"):
-        assert a[part].keys() == b[part].keys()
-        assert all(torch.equal(a[part][name], b[part][name]) for name in a[part]), part
+    for part in ("generator", "discriminator", "discriminator_average", "opt_d", "opt_g"):
+        assert _same(a[part], b[part]), part
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_143_and_the_run_resumes(tmp_path):
@@ -92,18 +104,37 @@ def test_sigterm_saves_a_checkpoint_and_exits_143_and_the_run_resumes(tmp_path):
     assert len(_records(run)) == checkpoint["step"]  # nothing logged past the checkpoint
 
 
-def _send_on_call(monkeypatch, *signals_on_call: tuple[int, int]) -> None:
-    """Make G's n-th update send the given signal to this process (as a user or a scheduler would)."""
-    real_step, calls = catgan.training.generator_step, []
+def _send_on_call(monkeypatch, *signals_on_call: tuple[int, int], step: str = "generator_step") -> None:
+    """Make the n-th call of ``step`` send the given signal to this process (as a user or a scheduler would)."""
+    real_step, calls = getattr(catgan.training, step), []
 
-    def step(*args, **kwargs):
+    def with_signals(*args, **kwargs):
         calls.append(1)
         for call, signum in signals_on_call:
             if len(calls) == call:
                 os.kill(os.getpid(), signum)
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(catgan.training, "generator_step", step)
+    monkeypatch.setattr(catgan.training, step, with_signals)
+
+
+@pytest.mark.parametrize("stop_at", [23, 31, 46], ids=["epoch-end", "mid-epoch", "last-step"])
+def test_a_stopped_run_resumes_to_the_same_end_with_every_practice_on(tmp_path, monkeypatch, capsys, stop_at):
+    options = [*SMALL, "--epochs", "2", "--log-every", "3", "--eval-every", "1", "--sample-every", "1", "--d-steps",
+               "2", "--instance-noise", "0.1", "--label-noise", "0.1", "--ema-decay", "0.9", "--out-dir", str(tmp_path)]
+    assert main(["train", *options, "--name", "whole"]) == 0
+    _send_on_call(monkeypatch, (stop_at, signal.SIGTERM), step="discriminator_step")  # one D update per step
+    assert main(["train", *options, "--name", "cut"]) == 143
+    assert load_checkpoint(tmp_path / "cut")["step"] == stop_at
+    assert main(["train", "--resume", str(tmp_path / "cut")]) == 0
+    capsys.readouterr()
+    first, second = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("whole", "cut"))
+    assert second["test_error"] == first["test_error"] and second["resumed_at_steps"] == [stop_at]
+    assert _records(tmp_path / "cut") == _records(tmp_path / "whole")
+    a, b = load_checkpoint(tmp_path / "whole"), load_checkpoint(tmp_path / "cut")
+    for part in ("generator", "discriminator", "discriminator_average", "opt_d", "opt_g"):
+        assert _same(a[part], b[part]), part
+    assert (tmp_path / "cut" / "samples.png").read_bytes() == (tmp_path / "whole" / "samples.png").read_bytes()
 
 
 def test_ctrl_c_stops_at_the_step_boundary_saves_and_exits_130(tmp_path, monkeypatch, capsys):
@@ -121,7 +152,7 @@ def test_a_second_ctrl_c_aborts_at_once_without_saving(tmp_path, monkeypatch, ca
     _send_on_call(monkeypatch, (5, signal.SIGINT), (5, signal.SIGINT))
     assert main(["train", *SMALL, "--epochs", "1", "--out-dir", str(tmp_path), "--name", "cut"]) == 130
     assert capsys.readouterr().err.strip().endswith("catgan train: interrupted")
-    assert not (tmp_path / "cut" / "checkpoint.pt").exists()
+    assert load_checkpoint(tmp_path / "cut")["step"] == 0  # the one saved at the start; nothing since
 
 
 def test_an_interrupt_inside_a_step_keeps_the_last_consistent_state(tmp_path, monkeypatch, capsys):
@@ -169,8 +200,8 @@ def test_an_injected_nan_stops_the_run_naming_the_step_and_term(tmp_path, monkey
 
 def test_on_nan_restart_goes_back_with_lower_learning_rates_and_recovers(tmp_path, monkeypatch, capsys):
     _poison_d_on_call(monkeypatch, 30)
-    argv = ["train", *SMALL, "--epochs", "3", "--log-every", "5", "--on-nan", "restart", "--out-dir", str(tmp_path),
-            "--name", "nan"]
+    argv = ["train", *SMALL, "--epochs", "3", "--log-every", "5", "--eval-every", "1", "--on-nan", "restart",
+            "--out-dir", str(tmp_path), "--name", "nan"]
     assert main(argv) == 0
     assert "restart 1 of at most 3" in capsys.readouterr().err
     summary = json.loads((tmp_path / "nan" / "summary.json").read_text())
@@ -178,6 +209,7 @@ def test_on_nan_restart_goes_back_with_lower_learning_rates_and_recovers(tmp_pat
     assert [(r["at_step"], r["back_to_step"], r["lr_scale"]) for r in summary["restarts"]] == [(30, 23, 0.5)]
     steps = [record["step"] for record in _records(tmp_path / "nan") if "d" in record]
     assert steps == sorted(set(steps))  # the records past the restart point were dropped, not repeated
+    assert [r["step"] for r in _records(tmp_path / "nan") if r.get("split") == "test"] == [23, 46, 69]
     lrs = {record["step"]: record["lr_d"] for record in _records(tmp_path / "nan") if "d" in record}
     assert lrs[20] == pytest.approx(2e-4) and lrs[25] == pytest.approx(1e-4)
 
@@ -273,4 +305,11 @@ def test_resume_refuses_data_that_does_not_match_the_checkpoint(tmp_path, monkey
     assert main(argv) == 143
     capsys.readouterr()
     assert main(["train", "--resume", str(tmp_path / "three"), "--data-dir", str(tmp_path / "4.npz")]) == 2
-    assert "was trained on 3 classes of (1, 8, 8) images, but the data found for arrays holds 4" in capsys.readouterr().err
+    assert "was trained on other data (60 training and 30 test images" in capsys.readouterr().err
+    rng = np.random.default_rng(1)  # the same sizes and classes, other images
+    y = np.arange(60) % 3
+    np.savez(tmp_path / "other.npz", x_train=rng.integers(0, 256, (60, 8, 8), dtype=np.uint8), y_train=y,
+             x_test=rng.integers(0, 256, (30, 8, 8), dtype=np.uint8), y_test=y[:30])
+    assert main(["train", "--resume", str(tmp_path / "three"), "--data-dir", str(tmp_path / "other.npz")]) == 2
+    assert "was trained on other data" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "three"), "--data-dir", str(tmp_path / "3.npz")]) == 0
