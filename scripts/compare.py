@@ -5,7 +5,8 @@
 Each run is its recorded `catgan train` command, in a process of its own (--jobs of them side by
 side, the CPU's threads shared among them), and leaves its run directory under --runs-dir. A run
 whose directory already holds a summary.json is not run again, so the script can be stopped and
-resumed; one that did not finish is moved aside and run again. From all finished runs it writes
+resumed; one that did not finish goes on from its last checkpoint (`catgan train --resume`), or,
+without one, is moved aside and run again. From all finished runs it writes
 results/PROTOCOL.json (every run), results/PROTOCOL.md (mean and sample standard deviation per
 method, beside the published anchors) and results/PROTOCOL.png; for
 semi-supervised MNIST and Fashion-MNIST protocols also the error against the number of labels.
@@ -31,7 +32,8 @@ from tqdm.auto import tqdm
 from catgan import TrainConfig, load_dataset
 from catgan.baselines import kmeans_on_pixels
 from catgan.cli import EXIT_DIVERGED
-from catgan.runs import git_commit, set_aside, write_json
+from catgan.config import RESUME_MAY_CHANGE, CatGANError
+from catgan.runs import git_commit, load_checkpoint, set_aside, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -130,31 +132,57 @@ def plan(protocol: str, seeds: int | None, args) -> list[tuple[Method, int, Path
     return runs
 
 
+def resumable(run_dir: Path, config: TrainConfig) -> bool:
+    """Whether the unfinished run in ``run_dir`` has a checkpoint with training state to resume
+    from and was started with the planned settings."""
+    saved_path = run_dir / "config.json"
+    if not (run_dir / "checkpoint.pt").is_file() or not saved_path.is_file():
+        return False
+    try:
+        return not differing_settings(json.loads(saved_path.read_text()), config) and \
+            "training" in load_checkpoint(run_dir)
+    except (ValueError, TypeError, CatGANError):  # cut short, not a configuration, or not a checkpoint
+        return False
+
+
+def differing_settings(saved: dict, config: TrainConfig) -> list[str]:
+    """The configuration fields (other than those a resume may change) in which ``saved`` differs
+    from the planned ``config``; a field ``saved`` lacks (made before it existed) counts as its default."""
+    planned = dataclasses.replace(config, epochs=config.resolved_epochs()).to_dict()
+    defaults = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
+    return sorted(k for k in planned if k not in RESUME_MAY_CHANGE and planned[k] != saved.get(k, defaults[k]))
+
+
 def check_finished_run_matches(run_dir: Path, config: TrainConfig) -> None:
     """Refuse to count a finished run whose saved configuration is not the planned one. A field the
     saved configuration lacks (a run made before the field existed) counts as its default."""
     saved_path = run_dir / "config.json"
     if not (run_dir / "summary.json").is_file() or not saved_path.is_file():  # k-means runs save none
         return
-    planned = dataclasses.replace(config, epochs=config.resolved_epochs()).to_dict()
-    saved = json.loads(saved_path.read_text())
-    defaults = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
-    differing = sorted(k for k in planned if k != "progress" and planned[k] != saved.get(k, defaults[k]))
+    differing = differing_settings(json.loads(saved_path.read_text()), config)
     if differing:
         sys.exit(f"compare.py: {run_dir} was run with other settings ({', '.join(differing)}); "
                  f"move it away or use another --runs-dir")
 
 
 def run_one(method: Method, seed: int, run_dir: Path, config: TrainConfig, protocol: str, threads: int) -> str:
-    """Run one planned run to its end; returns an error line, or "" when it finished."""
-    if run_dir.exists():  # an earlier attempt that did not finish: keep it aside, start again
-        set_aside(run_dir)
+    """Run one planned run to its end; returns an error line, or "" when it finished.
+
+    An earlier attempt that was stopped or killed is resumed from its checkpoint when it was
+    started with the planned settings; any other unfinished directory is set aside (NAME.incomplete)
+    and the run starts again."""
+    command = [*train_args(config), "--no-progress"]
+    if run_dir.exists():
+        if "kmeans" not in method.options and resumable(run_dir, config):
+            command = ["train", "--resume", str(run_dir)]
+        else:
+            set_aside(run_dir)
     if "kmeans" not in method.options:  # the recorded command itself, in a process of its own
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         log = run_dir.with_name(run_dir.name + ".log")
-        with open(log, "w") as out:
+        with open(log, "a" if command[1] == "--resume" else "w") as out:
             done = subprocess.run(
-                [sys.executable, "-m", "catgan", *train_args(config), "--no-progress"], stdout=out,
+                [sys.executable, "-m", "catgan", *command], stdout=out,
                 stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": str(threads)},
             )
         if done.returncode == EXIT_DIVERGED and (run_dir / "summary.json").is_file():

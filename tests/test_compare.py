@@ -83,3 +83,18 @@ def test_only_seeds_plans_just_those_seeds(tmp_path):
     assert "9 runs, 0 already finished, 3 of the others to run now (--only)" in done.stdout
     zero = _compare("digits-quick", "--threads", "0", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
     assert zero.returncode != 0 and "--jobs and --threads must be at least 1" in zero.stderr
+
+
+def test_a_stopped_run_is_resumed_from_its_checkpoint(tmp_path):
+    args = ["digits-quick", "--seeds", "1", "--epochs", "2", "--device", "cpu", "--only", "catgan",
+            "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
+    assert _compare(*args, cwd=tmp_path).returncode == 0
+    run = tmp_path / "runs" / "digits-quick" / "catgan-seed0"
+    whole = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").unlink()  # as if killed after its last checkpoint
+    again = _compare(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    resumed = json.loads((run / "summary.json").read_text())
+    assert resumed["test_error"] == whole["test_error"] and resumed["resumed_at_steps"] == [whole["steps"]]
+    assert "resuming" in (run.parent / "catgan-seed0.log").read_text()
+    assert not list(run.parent.glob("*.incomplete*"))
