@@ -367,6 +367,7 @@ class Trainer:
         self.lr_scale = 1.0  # both learning rates' factor, lowered by each restart after a non-finite loss
         self.restarts: list[dict[str, Any]] = []  # one record per restart (on_nan restart)
         self.resumed_at: list[int] = []  # the steps at which this run was resumed
+        self.git_commits: list[str | None] = []  # the code's commit at the start, then at each resume
         self._elapsed = 0.0  # training seconds spent before `_started` (by earlier processes, for a resumed run)
         self._started = self._last_save = time.perf_counter()
         self._terms_g: dict[str, Tensor] = {}  # G's terms from its latest update
@@ -405,6 +406,7 @@ class Trainer:
             self._write_start_files()
             torch.manual_seed(config.seed)  # the noise and latents; whatever ran since __init__
             self._order.manual_seed(config.seed)
+            self.git_commits = [runs.git_commit()]
             self._keep_last_good()
             self.save_checkpoint()  # a run killed at any moment can be resumed, from step 0 at worst
         else:
@@ -413,6 +415,7 @@ class Trainer:
             except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as err:
                 raise CatGANError(f"cannot resume from this checkpoint: {type(err).__name__}: {err}") from None
             self.resumed_at.append(self.step)
+            self.git_commits.append(runs.git_commit())
         total = config.epochs * self.steps_per_epoch
         bar = _progress_bar(total, config, initial=self.step)
         self._writer = _tensorboard_writer(self.run_dir) if config.tensorboard and self.run_dir else None
@@ -496,9 +499,10 @@ class Trainer:
         scale = self.lr_scale * config.restart_lr_factor
         restarts = [*self.restarts, {"at_step": warning.step, "back_to_step": good["step"],
                                      "message": warning.message, "lr_scale": scale}]
-        seconds = self.seconds()
+        seconds, resumed_at, commits = self.seconds(), self.resumed_at, self.git_commits
         self.load_training_state(good)
         self.restarts, self.lr_scale = restarts, scale
+        self.resumed_at, self.git_commits = resumed_at, commits  # the run's history is not undone
         self._elapsed, self._started = seconds, time.perf_counter()
         self.monitor.report(
             f"restart {len(restarts)} of at most {config.max_restarts}: {warning.message} at step {warning.step}; "
@@ -545,11 +549,12 @@ class Trainer:
             "cpu_threads": torch.get_num_threads(),
             "torch_version": torch.__version__,
             "catgan_version": __version__,
-            "git_commit": runs.git_commit(),
+            "git_commit": self.git_commits[0] if self.git_commits else runs.git_commit(),  # the code it started with
             "command": self.command,
             "warnings": [warning.to_dict() for warning in self.monitor.warnings],
             "restarts": self.restarts,
             "resumed_at_steps": self.resumed_at,
+            "resumed_with_commits": self.git_commits[1:],
         }
 
     def _end_epoch(self) -> None:
@@ -664,6 +669,7 @@ class Trainer:
                 "lr_scale": self.lr_scale,
                 "restarts": copy.deepcopy(self.restarts),
                 "resumed_at": list(self.resumed_at),
+                "git_commits": list(self.git_commits),
                 "seconds": self.seconds(),
                 "metrics_bytes": self._metrics_bytes(),
                 "command": self.command,
@@ -693,6 +699,7 @@ class Trainer:
         self._terms_g = {name: value.to(self.device) for name, value in training["terms_g"].items()}
         self.lr_scale, self.restarts = training["lr_scale"], copy.deepcopy(training["restarts"])
         self.resumed_at = list(training["resumed_at"])
+        self.git_commits = list(training["git_commits"])
         self._elapsed, self._started = training["seconds"], time.perf_counter()
         self.command = training["command"]
         self._last_good = training["restart_point"] or _on_cpu(self.checkpoint_state(with_restart_point=False))
@@ -984,4 +991,4 @@ def resume(run_dir: str | Path, changes: dict[str, Any] | None = None, log=print
 
 
 _RESUME_KEYS = {"rng", "order", "unlabelled", "labelled", "weight_average_updates", "monitor", "terms_g", "lr_scale",
-                "restarts", "resumed_at", "seconds", "metrics_bytes", "command", "data", "restart_point"}
+                "restarts", "resumed_at", "git_commits", "seconds", "metrics_bytes", "command", "data", "restart_point"}

@@ -82,6 +82,7 @@ def test_a_run_killed_at_a_random_moment_and_resumed_ends_as_an_uninterrupted_on
     assert second["steps"] == first["steps"] == 184
     assert second["resumed_at_steps"] and second["resumed_at_steps"][0] % 10 == 0  # from a checkpoint
     assert second["command"] == first["command"].replace("whole", "killed")
+    assert second["git_commit"] == first["git_commit"] and second["resumed_with_commits"] == [first["git_commit"]]
     assert _records(tmp_path / "killed") == _records(tmp_path / "whole")  # every logged term, once, in order
     a, b = load_checkpoint(tmp_path / "whole"), load_checkpoint(tmp_path / "killed")
     for part in ("generator", "discriminator", "discriminator_average", "opt_d", "opt_g"):
