@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 from pathlib import Path
 
@@ -65,8 +66,8 @@ def main() -> int:
         parts = [markdown(run, *contingency(run, args.data_dir, args.images)) for run in args.runs]
     except CatGANError as err:
         sys.exit(f"cluster_contingency.py: {err}")
-    text = "\n".join(["# Clusters against the hidden classes", "", "Made by `python scripts/cluster_contingency.py "
-                      + " ".join(args.runs) + "`.", "", *parts])
+    command = "python scripts/cluster_contingency.py " + shlex.join(sys.argv[1:])
+    text = "\n".join(["# Clusters against the hidden classes", "", f"Made by `{command}`.", "", *parts])
     print(text)
     if args.out:
         Path(args.out).write_text(text)
