@@ -22,7 +22,7 @@ import torch
 
 from catgan import load_dataset
 from catgan.config import CatGANError
-from catgan.runs import load_run
+from catgan.runs import git_commit, load_run
 from catgan.training import predict_logits
 
 
@@ -67,7 +67,8 @@ def main() -> int:
     except CatGANError as err:
         sys.exit(f"cluster_contingency.py: {err}")
     command = "python scripts/cluster_contingency.py " + shlex.join(sys.argv[1:])
-    text = "\n".join(["# Clusters against the hidden classes", "", f"Made by `{command}`.", "", *parts])
+    made = f"Made by `{command}` at commit {git_commit()}, on the CPU, torch {torch.__version__}."
+    text = "\n".join(["# Clusters against the hidden classes", "", made, "", *parts])
     print(text)
     if args.out:
         Path(args.out).write_text(text)

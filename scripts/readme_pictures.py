@@ -5,12 +5,14 @@
 Trains the main job (digits, 5 labels per class) and the same schedule without labels (K = 10
 clusters), each with a fixed-noise grid every 100 epochs and the test split evaluated every 25
 epochs for the curves (the log only; nothing is chosen on it), draws their curves with
-`catgan plot`, and copies the pictures into results/pictures/.
+`catgan plot`, and copies the pictures into results/pictures/, with pictures.json beside them:
+each run's command, commit, device, torch version and wall time, and which pictures came from it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -33,6 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     pictures = REPO / "results" / "pictures"
     pictures.mkdir(parents=True, exist_ok=True)
+    provenance = {}
     for name, options in RUNS.items():
         run_dir = Path(args.out_dir) / name
         if not (run_dir / "summary.json").is_file():
@@ -42,10 +45,17 @@ def main() -> None:
         _, model, classes = load_run(run_dir)  # the class grid again, as the current code draws it
         class_grid(model, run_dir / "samples_by_class.png", class_names=classes if options["labels_per_class"] else None)
         plot_run(run_dir)
+        copied = []
         for relative in COPIED:
             target = pictures / f"{name}-{relative.replace('/', '-')}"
             shutil.copyfile(run_dir / relative, target)
+            copied.append(target.name)
             print(f"wrote {target.relative_to(REPO)}")
+        summary = json.loads((run_dir / "summary.json").read_text())
+        provenance[name] = {key: summary.get(key) for key in ("command", "git_commit", "device", "cpu_threads",
+                                                              "torch_version", "wall_seconds")}
+        provenance[name]["pictures"] = copied
+    (pictures / "pictures.json").write_text(json.dumps(provenance, indent=2) + "\n")
 
 
 if __name__ == "__main__":
