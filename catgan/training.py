@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import random
 import signal
@@ -351,7 +352,6 @@ class Trainer:
         if config.batch_size > len(data.x_train):
             raise CatGANError(f"batch_size {config.batch_size} exceeds the {len(data.x_train)} training images")
         self.labelled = labelled_indices(data.y_train, config.labels_per_class, config.seed)
-        self.data_fingerprint = _fingerprint(data)  # checked when the run is resumed
         torch.manual_seed(config.seed)
         self.model = CatGAN(self.config, data.image_shape, self.num_clusters).to(self.device)
         self.opt_d, self.opt_g = make_optimizers(self.model, self.config)
@@ -378,6 +378,11 @@ class Trainer:
         if config.uses_labels:
             labelled = torch.from_numpy(self.labelled).to(self.storage)
             self.next_labelled = IndexCycler(labelled, min(config.batch_size, len(labelled)), self._order)
+
+    @functools.cached_property
+    def data_fingerprint(self) -> dict[str, Any]:
+        """The data's split sizes and SHA-256, kept in checkpoints: a resumed run must see the same data."""
+        return _fingerprint(self.data)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -983,6 +988,7 @@ def resume(run_dir: str | Path, changes: dict[str, Any] | None = None, log=print
             f"{now['sha256'][:12]})"
         )
     trainer = Trainer(config, data, run_dir)
+    trainer.data_fingerprint = now  # checked above; not hashed again
     log(data.describe())
     total = trainer.config.epochs * trainer.steps_per_epoch
     log(f"resuming {run_dir} at step {checkpoint['step']} of {total} (device {_device_description(trainer.device)})")

@@ -103,16 +103,9 @@ def main() -> int:
     parser.add_argument("protocol", nargs="?", default="digits-quick", choices=sorted(PROTOCOLS))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--variant", nargs="*", choices=sorted(VARIANTS), help="only these variants (default: all)")
-    parser.add_argument("--data-dir", help="passed to catgan train (MNIST: a folder of the four IDX files)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--jobs", type=int, default=1, help="runs side by side, the CPU's threads shared among them")
-    parser.add_argument("--threads", type=int, help="CPU threads per run (default: the CPU's cores / --jobs)")
-    parser.add_argument("--runs-dir", default=str(compare.REPO / "runs"))
-    parser.add_argument("--results-dir", default=str(compare.REPO / "results"))
-    parser.add_argument("--epochs", type=int, help="override the schedule (smoke tests only; marked in the table)")
+    compare.add_run_options(parser, runs_dir=compare.REPO / "runs")
     args = parser.parse_args()
-    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
-        sys.exit("ablation.py: --jobs and --threads must be at least 1")
+    compare.check_run_options(args, "ablation.py")
     runs = plan(args)
     for _, _, run_dir, config in runs:
         compare.check_finished_run_matches(run_dir, config)

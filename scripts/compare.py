@@ -349,25 +349,34 @@ def plot_label_sweep(prefix: str, results_dir: Path) -> None:
     plt.close(fig)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("protocol", choices=sorted(PROTOCOLS))
-    parser.add_argument("--seeds", type=int, help="seeds per method (default: the protocol's)")
+def add_run_options(parser: argparse.ArgumentParser, runs_dir: Path) -> None:
+    """The options of every script that runs planned runs through `run_all` (this one, ablation.py)."""
     parser.add_argument("--data-dir", help="passed to catgan train (MNIST: a folder of the four IDX files)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side, the CPU's threads shared among them")
     parser.add_argument("--threads", type=int, help="CPU threads per run (default: the CPU's cores / --jobs); "
-                        "keep jobs x threads at or below the cores, counting other compare.py processes")
-    parser.add_argument("--runs-dir", default=str(REPO / "runs" / "compare"))
+                        "keep jobs x threads at or below the cores, counting other such processes")
+    parser.add_argument("--runs-dir", default=str(runs_dir))
     parser.add_argument("--results-dir", default=str(REPO / "results"))
     parser.add_argument("--epochs", type=int, help="override the schedule (smoke tests only; marked in the table)")
+
+
+def check_run_options(args: argparse.Namespace, script: str) -> None:
+    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
+        sys.exit(f"{script}: --jobs and --threads must be at least 1")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("protocol", choices=sorted(PROTOCOLS))
+    parser.add_argument("--seeds", type=int, help="seeds per method (default: the protocol's)")
+    add_run_options(parser, runs_dir=REPO / "runs" / "compare")
     parser.add_argument("--only", nargs="+", metavar="METHOD", help="run only these methods (run directory stems, "
                         "e.g. supervised all-labels); the tables still cover every finished run")
     parser.add_argument("--only-seeds", nargs="+", type=int, metavar="SEED", help="run only these seeds")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their commands, run nothing")
     args = parser.parse_args()
-    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
-        sys.exit("compare.py: --jobs and --threads must be at least 1")
+    check_run_options(args, "compare.py")
     runs = plan(args.protocol, args.seeds, args)
     for method, seed, run_dir, config in runs:
         check_finished_run_matches(run_dir, config)
