@@ -61,6 +61,17 @@ def plan(args) -> list[tuple[compare.Method, int, Path, TrainConfig]]:
     return runs
 
 
+def verdict(values: list[float], base: list[float]) -> str:
+    """``better`` or ``worse`` when the means of ``values`` and ``base`` differ by more than their two
+    sample standard deviations together (the rule that decides a default), else ``within noise``;
+    ``-`` with fewer than 2 values on either side."""
+    if len(values) < 2 or len(base) < 2:
+        return "-"
+    gap = statistics.fmean(values) - statistics.fmean(base)
+    bar = statistics.stdev(values) + statistics.stdev(base)
+    return "better" if gap < -bar else "worse" if gap > bar else "within noise"
+
+
 def write_results(args, records: list[dict]) -> None:
     name = f"ablation-{args.protocol}"
     command = f"python scripts/ablation.py {args.protocol}" + (f" --epochs {args.epochs}" if args.epochs else "")
@@ -71,13 +82,16 @@ def write_results(args, records: list[dict]) -> None:
     lines = [f"# Ablation on {args.protocol}", "",
              f"Made by `{command}`{overrides}; every run's command, commit, device and",
              f"wall time are in `{name}.json`. Each variant changes one setting of the defaults. Test error %: mean ±",
-             "sample standard deviation over seeds; the difference is from the defaults' mean (negative: better).", "",
-             "| variant | setting | seeds | test error % | difference | warnings fired (runs) |",
-             "|---|---|---|---|---|---|"]
+             "sample standard deviation over seeds; the difference is from the defaults' mean (negative: better).",
+             "The verdict calls a variant better (worse) when its mean is lower (higher) than the defaults' by more",
+             "than the two standard deviations together; a default changes only for a better variant.", "",
+             "| variant | setting | seeds | test error % | difference | verdict | warnings fired (runs) |",
+             "|---|---|---|---|---|---|---|"]
     for variant, values in finished.items():
         if not by_variant[variant]:
             continue
-        setting = " ".join(f"`--{k.replace('_', '-')} {v}`" for k, v in VARIANTS[variant].items()) or "-"
+        setting = " ".join(f"`--{k.replace('_', '-')}{'' if v is True else f' {v}'}`"
+                           for k, v in VARIANTS[variant].items()) or "-"
         fired: dict[str, int] = {}
         for record in by_variant[variant]:
             for warning in {w["name"] for w in record.get("warnings", [])}:
@@ -85,7 +99,8 @@ def write_results(args, records: list[dict]) -> None:
         warnings = ", ".join(f"{w} ({n})" for w, n in sorted(fired.items())) or "none"
         error = compare.fmt(values) if values else "-"
         difference = f"{statistics.fmean(values) - base:+.2f}" if values and base is not None else "-"
-        lines.append(f"| {variant} | {setting} | {len(values)} | {error} | {difference} | {warnings} |")
+        judged = verdict(values, finished["defaults"]) if variant != "defaults" else "-"
+        lines.append(f"| {variant} | {setting} | {len(values)} | {error} | {difference} | {judged} | {warnings} |")
     lines += compare.diverged_lines(records)
     devices = sorted({r["device"] for r in records})
     lines += ["", f"Devices: {', '.join(devices)}; torch {', '.join(sorted({r['torch_version'] for r in records}))}."]

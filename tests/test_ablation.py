@@ -16,7 +16,7 @@ def test_ablation_writes_a_row_per_variant_and_resumes(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "3 runs, 0 already finished" in done.stdout
     table = (tmp_path / "results" / "ablation-digits-quick.md").read_text()
-    assert "| defaults | - | 1 |" in table and "+0.00" in table
+    assert "| defaults | - | 1 |" in table and "+0.00 | - |" in table  # one seed: no verdict
     assert "| label smoothing 0.1 | `--label-smoothing 0.1` | 1 |" in table and "| D:G 1:2 | `--g-steps 2` | 1 |" in table
     assert "--epochs overrides the protocol's schedule" in table
     records = json.loads((tmp_path / "results" / "ablation-digits-quick.json").read_text())["runs"]
@@ -25,3 +25,14 @@ def test_ablation_writes_a_row_per_variant_and_resumes(tmp_path):
     assert "--label-smoothing 0.1" in smoothing["command"]
     again = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
     assert again.returncode == 0 and "3 runs, 3 already finished" in again.stdout
+
+
+def test_verdict_needs_a_gap_larger_than_both_standard_deviations():
+    sys.path.insert(0, str(SCRIPT.parent))
+    from ablation import verdict
+
+    base = [2.0, 3.0, 4.0]  # mean 3, std 1
+    assert verdict([0.4, 0.5, 0.6], base) == "better"  # gap -2.5 > 1 + 0.1
+    assert verdict([1.0, 2.0, 3.0], base) == "within noise"  # gap -1 < 2
+    assert verdict([6.0, 6.5, 7.0], base) == "worse"
+    assert verdict([0.5], base) == "-"
