@@ -80,14 +80,20 @@ class _CatGANEstimator(TransformerMixin, BaseEstimator):
             shape = image_shape
         elif X.ndim > 2 and self.image_shape is not None:
             raise ValueError("image_shape is only for flat (n, d) rows; X already holds images")
-        if X.ndim == 2 and self.image_shape is None:
+        flat = X.ndim == 2 and self.image_shape is None
+        if flat:
             images = X.reshape(len(X), 1, 1, X.shape[1])  # feature vectors, for the fully connected networks
         else:
             images = X.reshape(len(X), *((1, *shape) if len(shape) == 2 else shape))
         if reset:
-            axes = (0,) if X.ndim == 2 and self.image_shape is None else None  # per feature, or over all pixels
+            self.architecture_ = "mlp" if flat else "conv"
+            self.input_shape_ = images.shape[1:]
+            axes = (0,) if flat else None  # per feature, or over all pixels
             self.data_min_ = images.min(axis=axes, keepdims=axes is not None)
             self.data_max_ = images.max(axis=axes, keepdims=axes is not None)
+        elif images.shape[1:] != self.input_shape_:
+            raise ValueError(f"X holds samples of shape {X.shape[1:]}, read as {images.shape[1:]}, but fit saw "
+                             f"{self.input_shape_}")
         spread = np.where(self.data_max_ > self.data_min_, self.data_max_ - self.data_min_, 1.0)
         return (2 * (images - self.data_min_) / spread - 1).astype(np.float32)
 
@@ -100,14 +106,13 @@ class _CatGANEstimator(TransformerMixin, BaseEstimator):
             options["batch_size"] = min(DEFAULT_BATCH_SIZE, n)
         if options["epochs"] is None and isinstance(options["batch_size"], numbers.Integral) and options["batch_size"] >= 1:
             options["epochs"] = max(1, math.ceil(DEFAULT_STEPS / max(1, n // options["batch_size"])))
-        flat = images.shape[1:3] == (1, 1) and self.image_shape is None
         if isinstance(self.random_state, numbers.Integral):
             seed = int(self.random_state)  # as `catgan train --seed`: the same seed trains the same networks
         else:
             seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         config = TrainConfig(
             dataset="arrays", labels_per_class="all" if clusters is None else 0, clusters=clusters,
-            architecture="mlp" if flat else "conv", seed=seed, progress=bool(self.verbose), checkpoint_minutes=0,
+            architecture=self.architecture_, seed=seed, progress=bool(self.verbose), checkpoint_minutes=0,
             **{name: _plain(value) for name, value in options.items()},
         )
         x = torch.from_numpy(images)
@@ -171,7 +176,8 @@ class CatGANClassifier(ClassifierMixin, _CatGANEstimator):
     Fitted attributes: ``classes_``, ``n_features_in_``, ``discriminator_`` (the one evaluated:
     the weight average with ``ema_decay``), ``generator_``, ``history_`` (the logged records:
     loss terms, entropies, gradient norms, D-scores), ``n_iter_`` (updates), ``config_``,
-    ``summary_`` (training time, warnings), ``data_min_`` / ``data_max_`` (the input scaling).
+    ``summary_`` (training time, warnings), ``architecture_`` ("mlp" for flat rows, else "conv"),
+    ``input_shape_`` (one sample as the networks see it), ``data_min_`` / ``data_max_`` (the input scaling).
     """
 
     def __init__(

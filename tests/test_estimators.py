@@ -109,6 +109,9 @@ def test_images_train_the_convolutional_networks_and_image_shape_reshapes_rows(d
     assert np.array_equal(rows.predict_proba(X[:30]), as_images.predict_proba(X[:30].reshape(-1, 8, 8)))
     channels = quick(epochs=1).fit(X.reshape(-1, 1, 8, 8), y_semi)
     assert channels.discriminator_.image_shape == (1, 8, 8)
+    assert (as_images.architecture_, rows.architecture_, quick(epochs=1).fit(X, y_semi).architecture_) == ("conv", "conv", "mlp")
+    with pytest.raises(ValueError, match=r"fit saw \(1, 8, 8\)"):
+        channels.predict(X[:5].reshape(-1, 1, 1, 64))  # as many features on axis 1, other images
     with pytest.raises(ValueError, match="image_shape"):
         quick(image_shape=(7, 7)).fit(X, y_semi)
     with pytest.raises(ValueError, match="only for flat"):
