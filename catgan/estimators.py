@@ -30,11 +30,11 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, ClusterMixin, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
 
 from catgan.config import TrainConfig
 from catgan.data import ImageData
-from catgan.training import Trainer, predict_features, predict_logits, resolve_device
+from catgan.training import Trainer, predict_features, predict_logits
 
 __all__ = ["CatGANClassifier", "CatGANClusterer", "CatGANTrainingWarning", "UNLABELLED", "expected_failed_checks"]
 
@@ -70,8 +70,10 @@ class _CatGANEstimator(TransformerMixin, BaseEstimator):
         if X.ndim > 4:
             raise ValueError(f"X must be (n, d), (n, H, W) or (n, C, H, W), got {X.ndim} dimensions")
         shape = X.shape[1:]
+        if X.ndim == 4 and X.shape[3] in (1, 3, 4) and X.shape[1] not in (1, 3, 4):
+            raise ValueError(f"X looks channels-last, {X.shape[1:]}: pass images as (n, C, H, W)")
         if X.ndim == 2 and self.image_shape is not None:
-            image_shape = tuple(self.image_shape)
+            image_shape = tuple(self.image_shape) if isinstance(self.image_shape, (tuple, list)) else ()
             if len(image_shape) not in (2, 3) or not all(isinstance(n, numbers.Integral) and n > 0 for n in image_shape):
                 raise ValueError(f"image_shape must be (H, W) or (C, H, W) of positive integers, got {self.image_shape!r}")
             if math.prod(image_shape) != X.shape[1]:
@@ -118,14 +120,14 @@ class _CatGANEstimator(TransformerMixin, BaseEstimator):
         x = torch.from_numpy(images)
         y = torch.from_numpy(codes.astype(np.int64))
         data = ImageData("arrays", x, y, x[:0], y[:0], classes, source="fit(X, y)")
-        device = resolve_device(config.device)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the caller's RNG is left as it was
+        cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=cuda):  # Trainer seeds torch's generators: give the caller's back
             trainer = Trainer(config, data, report=_warn, labelled=labelled)
             self.summary_ = trainer.fit()
         self.config_ = trainer.config
-        self.generator_ = trainer.model.generator.eval()
+        self.generator_ = trainer.model.generator.eval().cpu()
         evaluated = trainer.weight_average.module if trainer.weight_average else trainer.model.discriminator
-        self.discriminator_ = evaluated.eval()
+        self.discriminator_ = evaluated.eval().cpu()  # on the CPU: a fitted estimator unpickles anywhere
         self.history_ = trainer.records
         self.n_iter_ = trainer.step
 
@@ -141,8 +143,9 @@ class _CatGANEstimator(TransformerMixin, BaseEstimator):
         return predict_features(*self._in_double(X)).numpy()
 
     def _in_double(self, X) -> tuple[torch.nn.Module, torch.Tensor]:
-        """A float64 copy of the discriminator and X as float64 images for it: in float64 a sample's
-        prediction does not depend (to 1e-7) on which other samples share its call."""
+        """A float64 copy of the discriminator and X as float64 images for it. Predictions are made
+        on the CPU in float64, where the rounding of batched matrix products no longer shows: a
+        sample's prediction does not depend (to 1e-7) on which other samples share its call."""
         images = torch.from_numpy(self._images(X, reset=False)).double()
         return copy.deepcopy(self.discriminator_).double(), images
 
@@ -257,6 +260,8 @@ class CatGANClassifier(ClassifierMixin, _CatGANEstimator):
         Warns when no sample is unlabelled (the CatGAN terms then only see labelled samples);
         raises ValueError when none is labelled.
         """
+        if self.method == "catgan" and isinstance(self.lam, numbers.Real) and self.lam == 0:
+            raise ValueError("lam=0 would train without the labels (a clusterer); use lam > 0, or CatGANClusterer")
         images = self._images(X, reset=True)
         y = _column(y, len(images))
         unlabelled = unlabelled_mask(y)
@@ -267,7 +272,7 @@ class CatGANClassifier(ClassifierMixin, _CatGANEstimator):
         self.classes_, codes = np.unique(known, return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError(f"the labelled samples hold only 1 class ({self.classes_[0]!r}); CatGAN needs at least 2")
-        if not unlabelled.any():
+        if not unlabelled.any() and self.method == "catgan":
             warnings.warn("no sample is unlabelled (y == -1): CatGAN's unsupervised terms will see the labelled "
                           "samples only", UserWarning, stacklevel=2)
         all_codes = np.zeros(len(y), dtype=np.int64)  # unlabelled samples' codes are never read
@@ -282,12 +287,14 @@ class CatGANClassifier(ClassifierMixin, _CatGANEstimator):
 
     def score(self, X, y, sample_weight=None) -> float:
         """Accuracy on the labelled samples of (X, y); those with ``y == -1`` are left out."""
+        check_is_fitted(self, "discriminator_")
+        X = validate_data(self, X, reset=False, allow_nd=True, dtype=[np.float64, np.float32])
         y = _column(y, len(X))
         keep = ~unlabelled_mask(y)
         if not keep.any():
             raise ValueError("score needs labelled samples; every target is -1")
-        weights = None if sample_weight is None else np.asarray(sample_weight)[keep]
-        return super().score(_rows(X, keep), y[keep], sample_weight=weights)
+        weights = None if sample_weight is None else _check_sample_weight(sample_weight, X)[keep]
+        return float(np.average(self.predict(X[keep]) == y[keep], weights=weights))
 
 
 class CatGANClusterer(ClusterMixin, _CatGANEstimator):
@@ -425,11 +432,6 @@ def _column(y, n: int) -> np.ndarray:
     if len(y) != n:
         raise ValueError(f"X has {n} samples but y has {len(y)} targets")
     return y
-
-
-def _rows(X, keep: np.ndarray):
-    """The rows of X (an array or a list) where ``keep`` is true."""
-    return np.asarray(X)[keep] if not hasattr(X, "iloc") else X.iloc[keep]
 
 
 def _entropy(p: np.ndarray) -> np.ndarray:

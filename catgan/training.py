@@ -350,7 +350,8 @@ class Trainer:
             training images are never read.
 
     A dataset whose test split is empty trains without the final evaluation (the summary then
-    holds no test figures). Every record written to ``metrics.jsonl`` is also kept in ``records``.
+    holds no test figures). The records this process writes to ``metrics.jsonl`` (for a resumed
+    run, those after the resume) are also kept in ``records``.
     """
 
     def __init__(
@@ -377,8 +378,9 @@ class Trainer:
             self.labelled = labelled_indices(data.y_train, config.labels_per_class, config.seed)
         else:
             self.labelled = np.asarray(labelled, dtype=np.int64)
-            if self.labelled.ndim != 1 or not ((0 <= self.labelled) & (self.labelled < len(data.x_train))).all():
-                raise CatGANError(f"labelled must be indices of the {len(data.x_train)} training images")
+            in_range = (0 <= self.labelled) & (self.labelled < len(data.x_train))
+            if self.labelled.ndim != 1 or not in_range.all() or len(np.unique(self.labelled)) != len(self.labelled):
+                raise CatGANError(f"labelled must be distinct indices of the {len(data.x_train)} training images")
             if config.uses_labels and len(self.labelled) == 0:
                 raise CatGANError("no training image is labelled")
         torch.manual_seed(config.seed)

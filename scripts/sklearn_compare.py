@@ -10,7 +10,8 @@ Each method is fitted on the training split and scored on the test split, nothin
 - CatGANClassifier on 8x8 images (``image_shape=(8, 8)``: the convolutional networks) and on flat
   rows (the fully connected, permutation-invariant ones), with digits-quick's schedule (300 epochs);
 - the small CNN: ``CatGANClassifier(method="supervised")``, the same convolutional discriminator
-  trained on the labelled images alone for as many updates;
+  trained by cross-entropy on the labelled images alone, for as many updates (it is given the
+  same y, -1 included, and never reads the unlabelled rows: ``catgan train --method supervised``);
 - ``SelfTrainingClassifier(SVC(probability=True))`` and ``LabelSpreading(kernel="knn")``, which see
   the unlabelled images too, with scikit-learn's default settings otherwise (the RBF kernel's
   default width does not suit these 64-dimensional rows, so LabelSpreading uses nearest neighbours);
@@ -65,7 +66,7 @@ METHODS = [
     "LabelSpreading (knn)",
     "LogisticRegression (labelled only)",
 ]
-LABELLED_ONLY = {"small CNN (labelled only)", "LogisticRegression (labelled only)"}
+LABELLED_ONLY = {"LogisticRegression (labelled only)"}  # fitted on the labelled rows alone
 
 
 def digits_split():

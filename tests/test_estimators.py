@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy.stats import entropy
 import torch
 from sklearn.base import clone
 from sklearn.datasets import load_digits
@@ -148,23 +149,51 @@ def test_clone_and_pickle_round_trip(digits_semi):
 
 
 def test_pipeline_grid_search_and_cross_validation(digits_semi):
-    X, y, y_semi = digits_semi
-    X, y, y_semi = X[:600], y[:600], y_semi[:600]
+    X, y, _ = digits_semi
+    X, y = X[:600], y[:600]
     first_ten = np.concatenate([np.flatnonzero(y == k)[:10] for k in range(10)])
     y_semi = np.full(600, -1)
     y_semi[first_ten] = y[first_ten]  # 10 labelled samples per class
-    pipeline = make_pipeline(StandardScaler(), quick(epochs=1))
-    pipeline.fit(X, y_semi)
-    assert pipeline.predict(X[:5]).shape == (5,)
-    search = GridSearchCV(quick(epochs=1), {"lam": [0.5, 1.0]}, cv=StratifiedKFold(2))
-    search.fit(X, y_semi)
-    assert search.best_params_["lam"] in (0.5, 1.0)
-    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
-    scores = cross_val_score(quick(epochs=1), X, y_semi, cv=StratifiedKFold(3))
-    assert scores.shape == (3,) and np.all((0 <= scores) & (scores <= 1))
+    pipeline = make_pipeline(StandardScaler(), quick(epochs=1)).fit(X, y_semi)
+    fitted = pipeline[-1]
+    assert np.allclose(fitted.data_min_.ravel(), StandardScaler().fit_transform(X).min(axis=0))  # it saw scaled rows
+    assert np.array_equal(pipeline.predict(X[:5]), fitted.predict(pipeline[0].transform(X[:5])))
+    folds = list(StratifiedKFold(3).split(X, y_semi))
+    scores = cross_val_score(quick(epochs=1), X, y_semi, cv=folds)
+    by_hand = [quick(epochs=1).fit(X[train], y_semi[train]).score(X[test], y_semi[test]) for train, test in folds]
+    assert np.allclose(scores, by_hand)  # each fold's score: accuracy on its labelled samples only
+    search = GridSearchCV(quick(epochs=1), {"lam": [0.5, 1.0]}, cv=StratifiedKFold(2)).fit(X, y_semi)
+    assert search.best_estimator_.lam == search.best_params_["lam"] and search.best_estimator_.n_iter_ > 0
+    assert len(search.cv_results_["mean_test_score"]) == 2 and np.all(np.isfinite(search.cv_results_["mean_test_score"]))
 
 
-def test_clusterer_labels_fit_predict_and_score(digits_semi):
+def test_lam_zero_and_the_supervised_method(digits_semi):
+    X, _, y_semi = digits_semi
+    with pytest.raises(ValueError, match="lam=0 would train without the labels"):
+        quick(lam=0.0).fit(X, y_semi)
+    supervised = quick(method="supervised", image_shape=(8, 8)).fit(X, y_semi)
+    assert supervised.summary_["labelled"] == 50
+    assert supervised.n_iter_ == 2 * (len(X) // 100)  # as many updates as CatGAN: passes over all of X
+    assert not any("loss_g" in record.get("g", {}) for record in supervised.history_)  # no generator trained
+
+
+def test_bad_inputs_are_one_line_value_errors(digits_semi):
+    X, _, y_semi = digits_semi
+    clf = quick(epochs=1).fit(X[:200], y_semi[:200])
+    cases = [
+        (lambda: quick(image_shape=64).fit(X, y_semi), "image_shape must be"),
+        (lambda: quick().fit(np.zeros((30, 8, 8, 3)), np.arange(30) % 2), "channels-last"),
+        (lambda: clf.score(X[:20], y_semi[:20] * 0 + 1, sample_weight=np.ones(3)), "sample_weight"),
+        (lambda: quick().fit(X, y_semi[:-1]), "inconsistent numbers of samples|1797 samples but y has 1796"),
+        (lambda: quick(batch_size=1).fit(X, y_semi), "batch_size must be an integer >= 2"),
+        (lambda: quick(lr=-1.0).fit(X, y_semi), "lr must be a number > 0"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+def test_clusterer_labels_fit_predict_score_and_images(digits_semi):
     X, _, _ = digits_semi
     clusterer = CatGANClusterer(n_clusters=4, epochs=2, mlp_width=32, feature_dim=16, latent_dim=8, device="cpu",
                                 random_state=0)
@@ -172,8 +201,15 @@ def test_clusterer_labels_fit_predict_and_score(digits_semi):
     assert labels.shape == (400,) and labels.dtype.kind == "i" and set(labels) <= set(range(4))
     assert np.array_equal(labels, clusterer.labels_)
     assert np.array_equal(clusterer.predict(X[:400]), labels)
-    assert 0 <= clusterer.score(X[:400]) <= math.log(4) + 1e-9
-    assert clusterer.summary_["labelled"] == 0
+    p = clusterer.predict_proba(X[:400])
+    mutual_information = entropy(p.mean(axis=0)) - np.mean([entropy(row) for row in p])  # scipy's entropy
+    assert clusterer.score(X[:400]) == pytest.approx(mutual_information)
+    assert clusterer.summary_["labelled"] == 0 and clusterer.transform(X[:3]).shape == (3, 16)
+    restored = pickle.loads(pickle.dumps(clone(clusterer).fit(X[:400])))
+    assert np.array_equal(restored.labels_, labels)  # clone + the same random_state: the same clusters
+    images = CatGANClusterer(n_clusters=3, epochs=1, d_width=8, g_width=8, feature_dim=8, latent_dim=4, device="cpu",
+                             random_state=0).fit(X[:300].reshape(-1, 8, 8))
+    assert isinstance(images.discriminator_, Discriminator) and images.labels_.shape == (300,)
     with pytest.raises(ValueError, match="n_clusters"):
         CatGANClusterer(n_clusters=1, **TINY).fit(X[:100])
 
