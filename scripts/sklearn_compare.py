@@ -90,6 +90,7 @@ def fit_one(method: str, labels: int, seed: int, epochs: int, threads: int) -> d
     import torch
 
     from catgan import labelled_indices
+    from catgan.runs import git_commit
 
     torch.set_num_threads(threads)
     x_train, y_train, x_test, y_test = digits_split()
@@ -104,7 +105,7 @@ def fit_one(method: str, labels: int, seed: int, epochs: int, threads: int) -> d
     error = 100.0 * (1.0 - estimator.score(x_test, y_test))
     return {"method": method, "labels_per_class": labels, "seed": seed, "test_error": error,
             "fit_seconds": round(seconds, 2), "estimator": repr(estimator), "settings": settings(estimator),
-            "threads": threads,
+            "threads": threads, "commit": git_commit(),
             "torch": torch.__version__, "sklearn": sklearn.__version__}
 
 
@@ -177,8 +178,9 @@ def write_results(records: list[dict], args) -> None:
                         *([f"--seeds {args.seeds}"] if args.seeds != 5 else []),
                         *([f"--epochs {args.epochs}"] if args.epochs != EPOCHS else [])])
     lines = ["# CatGANClassifier beside scikit-learn's semi-supervised estimators (digits)", "",
-             f"Made by `{command}` at commit {git_commit()}; every fit's estimator and time are in "
-             "`sklearn-digits.json`.",
+             f"Made by `{command}`; table written at commit {git_commit()}, fits made at "
+             f"{', '.join(sorted({r.get('commit') or 'an unrecorded commit' for r in records}))}; every fit's "
+             "estimator, time and commit are in `sklearn-digits.json`.",
              "Digits-quick's split (1,198 training and 599 test images); k labels per class from the training",
              "split, every other training image given y = -1. Test error %, mean ± sample std over "
              f"{args.seeds} seeds (seed s draws the labelled subset and seeds the estimator).", "",
