@@ -7,6 +7,7 @@ Generative Adversarial Networks", ICLR 2016, arXiv:1511.06390.
 __version__ = "0.1.0"
 
 from catgan.config import CatGANError, TrainConfig  # noqa: E402
+from catgan.estimators import CatGANClassifier, CatGANClusterer  # noqa: E402
 from catgan.data import ImageData, labelled_indices, load_dataset  # noqa: E402
 from catgan.losses import conditional_entropy, discriminator_loss, generator_loss, marginal_entropy  # noqa: E402
 from catgan.models import CatGAN, Discriminator, Generator  # noqa: E402
@@ -15,6 +16,8 @@ from catgan.training import Trainer, evaluate, train  # noqa: E402
 __all__ = [
     "__version__",
     "CatGAN",
+    "CatGANClassifier",
+    "CatGANClusterer",
     "CatGANError",
     "Discriminator",
     "Generator",

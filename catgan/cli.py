@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from catgan.config import (
+    ARCHITECTURES,
     DATASETS,
     DEFAULT_EPOCHS,
     LATENT_DISTRIBUTIONS,
@@ -93,8 +94,12 @@ def _build_parser() -> argparse.ArgumentParser:
     _add(model, "latent_dim", "size of the generator's latent vector", type=int)
     _add(model, "latent_distribution", "the generator's latent distribution: gaussian N(0, I) or uniform U(-1, 1)",
          choices=LATENT_DISTRIBUTIONS)
-    _add(model, "d_width", "channels of the discriminator's first layer", type=int)
-    _add(model, "g_width", "channels of the generator's last hidden layer", type=int)
+    _add(model, "architecture", "conv: convolutional networks; mlp: fully connected ones, which read each image as "
+         "a flat vector (the permutation-invariant variant)", choices=ARCHITECTURES)
+    _add(model, "d_width", "conv: channels of the discriminator's first layer", type=int)
+    _add(model, "g_width", "conv: channels of the generator's last hidden layer", type=int)
+    _add(model, "mlp_width", "mlp: W; the discriminator's hidden layers have W, W/2, W/4, W/4 units, the "
+         "generator's two W/2", type=int)
     _add(model, "feature_dim", "size of the discriminator's penultimate layer", type=int)
     _add(model, "d_noise", "std of the Gaussian noise on the discriminator's hidden activations", type=float)
     practices = train.add_argument_group(

@@ -8,10 +8,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CatGANError", "TrainConfig", "DATASETS", "DEFAULT_EPOCHS", "METHODS"]
+__all__ = ["ARCHITECTURES", "CatGANError", "TrainConfig", "DATASETS", "DEFAULT_EPOCHS", "METHODS"]
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn", "folder", "arrays")
 METHODS = ("catgan", "supervised")
+ARCHITECTURES = ("conv", "mlp")
 LATENT_DISTRIBUTIONS = ("gaussian", "uniform")
 NOISE_SCHEDULES = ("linear", "constant")
 ON_NAN = ("stop", "restart")
@@ -33,8 +34,9 @@ DEFAULT_EPOCHS = {
 }
 
 
-class CatGANError(Exception):
-    """A problem with the user's input (options, data, run directory), reported in one line."""
+class CatGANError(ValueError):
+    """A problem with the user's input (options, data, run directory), reported in one line.
+    A `ValueError`, as scikit-learn and most Python code expect of bad input."""
 
 
 def check_device_name(name: object) -> None:
@@ -68,10 +70,12 @@ class TrainConfig:
     lr_decay_start: float = 1.0  # fraction of the schedule after which both rates fall linearly to 0 (1: constant)
     beta1: float = 0.5  # Adam's first-moment decay
     beta2: float = 0.999  # Adam's second-moment decay
+    architecture: str = "conv"  # conv: convolutional networks; mlp: fully connected (permutation-invariant) ones
     latent_dim: int = 100  # size of the generator's latent vector
     latent_distribution: str = "gaussian"  # gaussian: N(0, I); uniform: U(-1, 1) per coordinate
-    d_width: int = 32  # channels of D's first two layers, doubling at each further halving of the image
-    g_width: int = 32  # channels of G's last hidden layer, doubling at each step towards its input
+    d_width: int = 32  # conv only: channels of D's first two layers, doubling at each further halving of the image
+    g_width: int = 32  # conv only: channels of G's last hidden layer, doubling at each step towards its input
+    mlp_width: int = 1000  # mlp only: D's hidden layers have W, W/2, W/4, W/4 units, G's two W/2
     feature_dim: int = 128  # size of D's penultimate layer
     d_noise: float = 0.3  # std of the Gaussian noise on D's hidden activations while training
     instance_noise: float = 0.0  # std of Gaussian noise added to every image D trains on, real and generated
@@ -105,7 +109,7 @@ class TrainConfig:
 
         need(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
         need(self.method in METHODS, f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        positive_ints = ("image_size", "latent_dim", "d_width", "g_width", "feature_dim", "log_every")
+        positive_ints = ("image_size", "latent_dim", "d_width", "g_width", "mlp_width", "feature_dim", "log_every")
         for name in positive_ints:
             value = getattr(self, name)
             need(_is_int(value) and value >= 1, f"{name} must be a positive integer, got {value!r}")
@@ -132,6 +136,10 @@ class TrainConfig:
         )
         need(_is_number(self.lr) and self.lr > 0, f"lr must be a number > 0, got {self.lr!r}")
         need(self.lr_g is None or (_is_number(self.lr_g) and self.lr_g > 0), f"lr_g must be a number > 0, got {self.lr_g!r}")
+        need(
+            self.architecture in ARCHITECTURES,
+            f"unknown architecture {self.architecture!r}; choose one of {', '.join(ARCHITECTURES)}",
+        )
         need(
             self.latent_distribution in LATENT_DISTRIBUTIONS,
             f"unknown latent_distribution {self.latent_distribution!r}; choose one of {', '.join(LATENT_DISTRIBUTIONS)}",

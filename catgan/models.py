@@ -1,4 +1,4 @@
-"""Convolutional CatGAN networks: a K-way discriminator and a generator.
+"""CatGAN networks: a K-way discriminator and a generator, convolutional or fully connected.
 
 Both follow DCGAN practice (Radford et al., 2016): strided convolutions down in D, transposed
 convolutions up in G, batch normalisation, LeakyReLU(0.2) in D, ReLU and a tanh output in G,
@@ -9,6 +9,13 @@ Both networks are built from the image shape (C, H, W) and a width. The spatial 
 (rounding up) until they reach 4 or less: 8 -> 4 for scikit-learn's digits, 28 -> 14 -> 7 -> 4
 for MNIST-like images, 32 -> 16 -> 8 -> 4 for colour images. The generator walks the same sizes
 back up, so it produces exactly (C, H, W).
+
+The fully connected pair (``architecture="mlp"``) is CatGAN's permutation-invariant variant: it
+sees an input as a flat vector of C*H*W values, so it also serves data that are not images
+(feature vectors held as (N, 1, 1, d)). D has hidden layers of W, W/2, W/4 and W/4 units and a
+penultimate layer of ``feature_dim``; G has two hidden layers of W/2 units (W = ``mlp_width``).
+Both use the same batch normalisation, activations, noise and initialisation as the convolutional
+pair.
 """
 
 from __future__ import annotations
@@ -24,7 +31,15 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from catgan.config import TrainConfig
 
-__all__ = ["CatGAN", "Discriminator", "Generator", "GaussianNoise", "frozen_batchnorm_statistics"]
+__all__ = [
+    "CatGAN",
+    "Discriminator",
+    "Generator",
+    "GaussianNoise",
+    "MLPDiscriminator",
+    "MLPGenerator",
+    "frozen_batchnorm_statistics",
+]
 
 
 def num_stages(height: int, width: int, smallest: int = 4) -> int:
@@ -222,11 +237,94 @@ class Generator(nn.Module):
         return self.convs(self.project(z).view(z.shape[0], *self.start_shape))
 
 
+def _mlp_units(width: int) -> tuple[int, int, int]:
+    """W, W/2 and W/4 (each at least 1): the hidden sizes of the fully connected networks."""
+    return width, max(1, width // 2), max(1, width // 4)
+
+
+class MLPDiscriminator(nn.Module):
+    """A K-way fully connected classifier: inputs (B, C, H, W) read as flat vectors -> logits (B, K).
+
+    Args:
+        input_shape: (C, H, W) of the inputs; (1, 1, d) for feature vectors of length d.
+        num_classes: K, the number of classes or clusters.
+        width: W, the units of the first hidden layer; the next have W/2, W/4 and W/4.
+        feature_dim: size of the penultimate (feature) layer.
+        noise_std: standard deviation of the Gaussian noise added to every hidden activation
+            while training (0 turns it off).
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        width: int = 1000,
+        feature_dim: int = 128,
+        noise_std: float = 0.3,
+    ) -> None:
+        super().__init__()
+        w, half, quarter = _mlp_units(width)
+        sizes = [math.prod(input_shape), w, half, quarter, quarter]
+        layers: list[nn.Module] = [nn.Flatten()]  # (B, C*H*W)
+        for n_in, n_out in zip(sizes, sizes[1:]):
+            layers += [nn.Linear(n_in, n_out, bias=False), nn.BatchNorm1d(n_out), nn.LeakyReLU(0.2),
+                       GaussianNoise(noise_std)]  # (B, n_out)
+        self.hidden = nn.Sequential(*layers)
+        self.features = nn.Sequential(
+            nn.Linear(sizes[-1], feature_dim, bias=False),  # (B, F)
+            nn.BatchNorm1d(feature_dim),
+            nn.LeakyReLU(0.2),
+            GaussianNoise(noise_std),
+        )
+        self.classifier = nn.Linear(feature_dim, num_classes)  # (B, K)
+        self.image_shape = tuple(input_shape)
+        self.num_classes = num_classes
+        self.apply(init_weights)
+
+    def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Logits (B, K); with ``return_features``, also the penultimate features (B, F)."""
+        features = self.features(self.hidden(x))
+        logits = self.classifier(features)
+        return (logits, features) if return_features else logits
+
+
+class MLPGenerator(nn.Module):
+    """Maps latent vectors z (B, Z) through two fully connected hidden layers to inputs
+    (B, C, H, W) in [-1, 1].
+
+    Args:
+        output_shape: (C, H, W) of the inputs to generate; (1, 1, d) for feature vectors.
+        latent_dim: Z, the size of the latent vector.
+        width: W; both hidden layers have W/2 units.
+    """
+
+    def __init__(self, output_shape: tuple[int, int, int], latent_dim: int = 100, width: int = 1000) -> None:
+        super().__init__()
+        _, half, _ = _mlp_units(width)
+        self.layers = nn.Sequential(
+            nn.Linear(latent_dim, half, bias=False),  # (B, W/2)
+            nn.BatchNorm1d(half),
+            nn.ReLU(),
+            nn.Linear(half, half, bias=False),  # (B, W/2)
+            nn.BatchNorm1d(half),
+            nn.ReLU(),
+            nn.Linear(half, math.prod(output_shape)),  # (B, C*H*W)
+            nn.Tanh(),
+        )
+        self.image_shape = tuple(output_shape)
+        self.latent_dim = latent_dim
+        self.apply(init_weights)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Inputs (B, C, H, W) in [-1, 1] from latent vectors z (B, Z)."""
+        return self.layers(z).view(z.shape[0], *self.image_shape)
+
+
 class CatGAN(nn.Module):
     """The generator and discriminator of one run, built from its configuration.
 
     Args:
-        config: the run's `TrainConfig` (widths, latent size, noise level).
+        config: the run's `TrainConfig` (architecture, widths, latent size, noise level).
         image_shape: (C, H, W) of the data.
         num_clusters: K, the discriminator's number of outputs.
     """
@@ -235,10 +333,16 @@ class CatGAN(nn.Module):
         super().__init__()
         self.config = config
         self.latent_distribution = config.latent_distribution
-        self.generator = Generator(image_shape, config.latent_dim, config.g_width)
-        self.discriminator = Discriminator(
-            image_shape, num_clusters, config.d_width, config.feature_dim, config.d_noise
-        )
+        if config.architecture == "mlp":
+            self.generator = MLPGenerator(image_shape, config.latent_dim, config.mlp_width)
+            self.discriminator = MLPDiscriminator(
+                image_shape, num_clusters, config.mlp_width, config.feature_dim, config.d_noise
+            )
+        else:
+            self.generator = Generator(image_shape, config.latent_dim, config.g_width)
+            self.discriminator = Discriminator(
+                image_shape, num_clusters, config.d_width, config.feature_dim, config.d_noise
+            )
 
     @property
     def num_clusters(self) -> int:

@@ -52,6 +52,7 @@ __all__ = [
     "evaluate",
     "learning_rate",
     "make_optimizers",
+    "predict_features",
     "predict_logits",
     "resolve_device",
     "resume",
@@ -251,11 +252,25 @@ def _accuracy(logits: Tensor, y: Tensor) -> Tensor:
 @torch.no_grad()
 def predict_logits(discriminator: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
     """D's logits (N, K) on images ``x`` in evaluation mode (no noise, running statistics), on the CPU."""
+    return _in_eval_mode(discriminator, x, batch_size, lambda batch: discriminator(batch))
+
+
+@torch.no_grad()
+def predict_features(discriminator: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
+    """D's penultimate features (N, F) on images ``x`` in evaluation mode, on the CPU."""
+    return _in_eval_mode(discriminator, x, batch_size, lambda batch: discriminator(batch, return_features=True)[1])
+
+
+def _in_eval_mode(discriminator: nn.Module, x: Tensor, batch_size: int, output: Callable[[Tensor], Tensor]) -> Tensor:
+    """``output`` of each batch of ``x`` with D in evaluation mode, concatenated on the CPU (in
+    float32, or float64 for a float64 D)."""
     was_training = discriminator.training
     discriminator.eval()
-    device = next(discriminator.parameters()).device
+    parameter = next(discriminator.parameters())
+    dtype = torch.float64 if parameter.dtype == torch.float64 else torch.float32
     try:
-        return torch.cat([discriminator(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)])
+        return torch.cat([output(x[i : i + batch_size].to(parameter.device)).to(dtype).cpu()
+                          for i in range(0, len(x), batch_size)])
     finally:
         discriminator.train(was_training)
 
@@ -330,6 +345,13 @@ class Trainer:
         run_dir: the run directory to write, created beforehand and empty; None writes nothing.
         command: the command line that started the run, recorded in the summary.
         report: where warnings go, one line each (default: stderr, above the progress bar).
+        labelled: the indices of the training images whose labels D learns from; None draws
+            ``config.labels_per_class`` per class (`labelled_indices`). The labels of the other
+            training images are never read.
+
+    A dataset whose test split is empty trains without the final evaluation (the summary then
+    holds no test figures). The records this process writes to ``metrics.jsonl`` (for a resumed
+    run, those after the resume) are also kept in ``records``.
     """
 
     def __init__(
@@ -339,6 +361,7 @@ class Trainer:
         run_dir: Path | None = None,
         command: str | None = None,
         report: Callable[[str], None] | None = None,
+        labelled: np.ndarray | None = None,
     ) -> None:
         self.config = dataclasses.replace(config, epochs=config.resolved_epochs())
         self.data, self.run_dir, self.command = data, run_dir, command
@@ -351,7 +374,15 @@ class Trainer:
             )
         if config.batch_size > len(data.x_train):
             raise CatGANError(f"batch_size {config.batch_size} exceeds the {len(data.x_train)} training images")
-        self.labelled = labelled_indices(data.y_train, config.labels_per_class, config.seed)
+        if labelled is None:
+            self.labelled = labelled_indices(data.y_train, config.labels_per_class, config.seed)
+        else:
+            self.labelled = np.asarray(labelled, dtype=np.int64)
+            in_range = (0 <= self.labelled) & (self.labelled < len(data.x_train))
+            if self.labelled.ndim != 1 or not in_range.all() or len(np.unique(self.labelled)) != len(self.labelled):
+                raise CatGANError(f"labelled must be distinct indices of the {len(data.x_train)} training images")
+            if config.uses_labels and len(self.labelled) == 0:
+                raise CatGANError("no training image is labelled")
         torch.manual_seed(config.seed)
         self.model = CatGAN(self.config, data.image_shape, self.num_clusters).to(self.device)
         self.opt_d, self.opt_g = make_optimizers(self.model, self.config)
@@ -365,6 +396,7 @@ class Trainer:
         self._last_good: dict[str, Any] | None = None  # the latest state known finite, in host memory
         self._writer = None  # TensorBoard's SummaryWriter, when asked for
         self.lr_scale = 1.0  # both learning rates' factor, lowered by each restart after a non-finite loss
+        self.records: list[dict[str, Any]] = []  # what this process appended to metrics.jsonl
         self.restarts: list[dict[str, Any]] = []  # one record per restart (on_nan restart)
         self.resumed_at: list[int] = []  # the steps at which this run was resumed
         self.git_commits: list[str | None] = []  # the code's commit at the start, then at each resume
@@ -417,6 +449,8 @@ class Trainer:
         else:
             try:
                 self.load_training_state(resume)
+            except CatGANError:
+                raise
             except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as err:
                 raise CatGANError(f"cannot resume from this checkpoint: {type(err).__name__}: {err}") from None
             self.resumed_at.append(self.step)
@@ -430,8 +464,9 @@ class Trainer:
                 self._run_schedule(total, bar, stop)
                 bar.close()
                 self.save_checkpoint()  # before the final record, so that a resume from it writes that record once
-                figures = self.evaluate_test()
-                self._append_metrics({"split": "test", **figures})
+                figures = self.evaluate_test() if len(self.data.x_test) else {}
+                if figures:
+                    self._append_metrics({"split": "test", **figures})
                 summary = {**figures, **self._common_summary()}
                 if self.run_dir is not None and config.method == "catgan":
                     self.save_samples(self.run_dir / runs.SAMPLES)
@@ -570,7 +605,7 @@ class Trainer:
         if config.sample_every and self.epoch % config.sample_every == 0 and config.method == "catgan" and self.run_dir:
             (self.run_dir / runs.SAMPLES_DIR).mkdir(exist_ok=True)
             self.save_samples(self.run_dir / runs.SAMPLES_DIR / f"epoch-{self.epoch:04d}.png")
-        if config.eval_every and self.epoch % config.eval_every == 0 and self.epoch < config.epochs:
+        if config.eval_every and self.epoch % config.eval_every == 0 and self.epoch < config.epochs and len(self.data.x_test):
             figures = self.evaluate_test()
             self._append_metrics({"split": "test", **figures})
             self._tensorboard_scalars({f"test/{name}": value for name, value in figures.items()})
@@ -739,8 +774,10 @@ class Trainer:
         )
 
     def _append_metrics(self, record: dict[str, Any]) -> None:
+        record = {"step": self.step, "epoch": self.epoch, **record}
+        self.records.append(record)
         if self.run_dir is not None:
-            runs.append_jsonl(self.run_dir / runs.METRICS, {"step": self.step, "epoch": self.epoch, **record})
+            runs.append_jsonl(self.run_dir / runs.METRICS, record)
 
     def _log(self, terms_d: dict[str, Tensor], terms_g: dict[str, Tensor], seconds: float, bar) -> None:
         """Write one record to metrics.jsonl (and TensorBoard), let the monitor read it; stop on NaN."""

@@ -52,6 +52,15 @@ def test_train_prints_the_test_error_and_writes_the_run(finished_run, capsys):
     assert f"test error: {summary['test_error']:.2f}%" in out  # the checkpoint reproduces the summary
 
 
+def test_train_with_the_fully_connected_networks(tmp_path, capsys):
+    args = ["train", *TINY, "--architecture", "mlp", "--mlp-width", "32", "--out-dir", str(tmp_path), "--name", "pi"]
+    assert main(args) == 0
+    config = json.loads((tmp_path / "pi" / "config.json").read_text())
+    assert config["architecture"] == "mlp" and config["mlp_width"] == 32
+    assert "test error" in capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path / "pi"), "--device", "cpu"]) == 0
+
+
 def test_sample_writes_a_png(finished_run, tmp_path, capsys):
     out = tmp_path / "grid.png"
     assert main(["sample", str(finished_run), "--num", "16", "--out", str(out), "--device", "cpu"]) == 0

@@ -43,6 +43,8 @@ def test_unknown_saved_fields_are_named():
     [
         ("dataset", "imagenet", "unknown dataset 'imagenet'"),
         ("method", "ladder", "unknown method 'ladder'"),
+        ("architecture", "resnet", "unknown architecture 'resnet'; choose one of conv, mlp"),
+        ("mlp_width", 0, "mlp_width must be a positive integer, got 0"),
         ("batch_size", 1, "batch_size must be an integer >= 2 (batch norm needs two images), got 1"),
         ("batch_size", True, "batch_size must be an integer >= 2"),
         ("latent_dim", 0, "latent_dim must be a positive integer, got 0"),

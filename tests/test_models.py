@@ -10,6 +10,8 @@ from catgan.models import (
     Discriminator,
     GaussianNoise,
     Generator,
+    MLPDiscriminator,
+    MLPGenerator,
     frozen_batchnorm_statistics,
     halving_sizes,
     num_stages,
@@ -107,3 +109,25 @@ def test_catgan_container_builds_both_networks_from_the_config():
     z = model.sample_latent(5)
     assert z.shape == (5, 12)
     assert model.discriminator(model.generator(z)).shape == (5, 7)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 64), (1, 28, 28), (3, 32, 32)])
+def test_fully_connected_networks_read_inputs_as_flat_vectors(shape):
+    torch.manual_seed(0)
+    generator = MLPGenerator(shape, latent_dim=16, width=40)
+    x = generator(torch.randn(6, 16))
+    assert x.shape == (6, *shape) and x.min() >= -1 and x.max() <= 1
+    discriminator = MLPDiscriminator(shape, 7, width=40, feature_dim=12)
+    logits, features = discriminator(x, return_features=True)
+    assert logits.shape == (6, 7) and features.shape == (6, 12)
+    linear = [m for m in discriminator.modules() if isinstance(m, nn.Linear)]
+    assert [m.out_features for m in linear] == [40, 20, 10, 10, 12, 7]  # W, W/2, W/4, W/4, F, K
+    assert linear[0].in_features == shape[0] * shape[1] * shape[2]
+    assert sum(isinstance(m, GaussianNoise) for m in discriminator.modules()) == 5  # every hidden layer
+    assert [m.out_features for m in generator.modules() if isinstance(m, nn.Linear)] == [20, 20, shape[0] * shape[1] * shape[2]]
+
+
+def test_catgan_container_builds_the_fully_connected_pair_for_architecture_mlp():
+    model = CatGAN(TrainConfig(architecture="mlp", mlp_width=24, latent_dim=6, feature_dim=10), (1, 8, 8), num_clusters=3)
+    assert isinstance(model.discriminator, MLPDiscriminator) and isinstance(model.generator, MLPGenerator)
+    assert model.discriminator(model.generator(model.sample_latent(4))).shape == (4, 3)
