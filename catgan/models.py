@@ -109,6 +109,12 @@ def frozen_batchnorm_statistics(module: nn.Module) -> Iterator[None]:
             norm.track_running_stats = track
 
 
+def _dense_layer(n_in: int, n_out: int, noise_std: float) -> list[nn.Module]:
+    """A fully connected layer of D: linear (no bias, batch norm follows), batch norm,
+    LeakyReLU(0.2) and Gaussian noise; (B, n_in) -> (B, n_out)."""
+    return [nn.Linear(n_in, n_out, bias=False), nn.BatchNorm1d(n_out), nn.LeakyReLU(0.2), GaussianNoise(noise_std)]
+
+
 class Discriminator(nn.Module):
     """A K-way convolutional classifier: images (B, C, H, W) -> logits (B, K).
 
@@ -154,10 +160,7 @@ class Discriminator(nn.Module):
         self.convs = nn.Sequential(*layers)  # (B, c_in, final_h, final_w)
         self.features = nn.Sequential(
             nn.Flatten(),  # (B, c_in * final_h * final_w)
-            nn.Linear(c_in * final_h * final_w, feature_dim, bias=False),  # (B, F)
-            nn.BatchNorm1d(feature_dim),
-            nn.LeakyReLU(0.2),
-            GaussianNoise(noise_std),
+            *_dense_layer(c_in * final_h * final_w, feature_dim, noise_std),  # (B, F)
         )
         self.classifier = nn.Linear(feature_dim, num_classes)  # (B, K)
         self.image_shape = tuple(image_shape)
@@ -267,15 +270,9 @@ class MLPDiscriminator(nn.Module):
         sizes = [math.prod(input_shape), w, half, quarter, quarter]
         layers: list[nn.Module] = [nn.Flatten()]  # (B, C*H*W)
         for n_in, n_out in zip(sizes, sizes[1:]):
-            layers += [nn.Linear(n_in, n_out, bias=False), nn.BatchNorm1d(n_out), nn.LeakyReLU(0.2),
-                       GaussianNoise(noise_std)]  # (B, n_out)
+            layers += _dense_layer(n_in, n_out, noise_std)  # (B, n_out)
         self.hidden = nn.Sequential(*layers)
-        self.features = nn.Sequential(
-            nn.Linear(sizes[-1], feature_dim, bias=False),  # (B, F)
-            nn.BatchNorm1d(feature_dim),
-            nn.LeakyReLU(0.2),
-            GaussianNoise(noise_std),
-        )
+        self.features = nn.Sequential(*_dense_layer(sizes[-1], feature_dim, noise_std))  # (B, F)
         self.classifier = nn.Linear(feature_dim, num_classes)  # (B, K)
         self.image_shape = tuple(input_shape)
         self.num_classes = num_classes
