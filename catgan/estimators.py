@@ -34,6 +34,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, colu
 
 from catgan.config import TrainConfig
 from catgan.data import ImageData
+from catgan.losses import conditional_entropy, marginal_entropy
 from catgan.training import Trainer, predict_features, predict_logits
 
 __all__ = ["CatGANClassifier", "CatGANClusterer", "CatGANTrainingWarning", "UNLABELLED", "expected_failed_checks"]
@@ -133,21 +134,23 @@ class _CatGANEstimator(TransformerMixin, BaseEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         """(n, K): the discriminator's class (or cluster) probabilities."""
-        check_is_fitted(self, "discriminator_")
-        logits = predict_logits(*self._in_double(X))
-        return torch.softmax(logits, dim=1).numpy()
+        return torch.softmax(self._logits(X), dim=1).numpy()
 
     def transform(self, X) -> np.ndarray:
         """(n, feature_dim): the discriminator's penultimate features, for use by other estimators."""
         check_is_fitted(self, "discriminator_")
-        return predict_features(*self._in_double(X)).numpy()
+        return predict_features(*self._in_double(self._images(X, reset=False))).numpy()
 
-    def _in_double(self, X) -> tuple[torch.nn.Module, torch.Tensor]:
-        """A float64 copy of the discriminator and X as float64 images for it. Predictions are made
-        on the CPU in float64, where the rounding of batched matrix products no longer shows: a
+    def _logits(self, X=None, images: np.ndarray | None = None) -> torch.Tensor:
+        """(n, K) float64 logits of D on X, or on ``images`` already checked and scaled by `_images`."""
+        check_is_fitted(self, "discriminator_")
+        return predict_logits(*self._in_double(self._images(X, reset=False) if images is None else images))
+
+    def _in_double(self, images: np.ndarray) -> tuple[torch.nn.Module, torch.Tensor]:
+        """A float64 copy of the discriminator and the scaled ``images`` in float64. Predictions are
+        made on the CPU in float64, where the rounding of batched matrix products no longer shows: a
         sample's prediction does not depend (to 1e-7) on which other samples share its call."""
-        images = torch.from_numpy(self._images(X, reset=False)).double()
-        return copy.deepcopy(self.discriminator_).double(), images
+        return copy.deepcopy(self.discriminator_).double(), torch.from_numpy(images).double()
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -385,7 +388,7 @@ class CatGANClusterer(ClusterMixin, _CatGANEstimator):
         clusters = int(self.n_clusters)
         codes = np.zeros(len(images), dtype=np.int64)
         self._fit_networks(images, codes, np.zeros(0, dtype=np.int64), [str(k) for k in range(clusters)], clusters)
-        self.labels_ = self.predict(X)
+        self.labels_ = self._logits(images=images).argmax(dim=1).numpy()  # X as fit scaled it
         return self
 
     def predict(self, X) -> np.ndarray:
@@ -395,10 +398,9 @@ class CatGANClusterer(ClusterMixin, _CatGANEstimator):
     def score(self, X, y=None) -> float:
         """The discriminator's estimate of the mutual information between a sample and its cluster
         on X, in nats: H[mean p(k|x)] - mean H[p(k|x)], between 0 and log K; higher is better
-        (CatGAN's own objective on real data)."""
-        p = self.predict_proba(X)
-        marginal = p.mean(axis=0)
-        return float(_entropy(marginal) - _entropy(p).mean())
+        (CatGAN's own objective on real data, with the entropies of `catgan.losses`)."""
+        logits = self._logits(X)
+        return float(marginal_entropy(logits) - conditional_entropy(logits))
 
 
 def expected_failed_checks(estimator: BaseEstimator) -> dict[str, str]:
@@ -432,11 +434,6 @@ def _column(y, n: int) -> np.ndarray:
     if len(y) != n:
         raise ValueError(f"X has {n} samples but y has {len(y)} targets")
     return y
-
-
-def _entropy(p: np.ndarray) -> np.ndarray:
-    """Entropy in nats along the last axis (0 log 0 = 0)."""
-    return -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=-1)
 
 
 def _plain(value: Any) -> Any:
