@@ -17,12 +17,14 @@ from pathlib import Path
 
 from catgan.config import (
     ARCHITECTURES,
+    COMPILE_MODES,
     DATASETS,
     DEFAULT_EPOCHS,
     LATENT_DISTRIBUTIONS,
     METHODS,
     NOISE_SCHEDULES,
     ON_NAN,
+    PRECISIONS,
     RESUME_MAY_CHANGE,
     CatGANError,
     TrainConfig,
@@ -130,6 +132,12 @@ def _build_parser() -> argparse.ArgumentParser:
     _add(schedule, "beta2", "Adam beta2", type=float)
     _add(schedule, "seed", "seed of the labelled subset, initialisation and batches", type=int)
     _add(schedule, "device", "auto, cpu, cuda or cuda:N")
+    speed = train.add_argument_group("speed (see the README's \"Speed\" section)")
+    _add(speed, "precision", "fp32, or bf16: forward passes under bfloat16 autocast (faster on GPUs and on CPUs "
+         "with AMX; changes the numbers a run produces)", choices=PRECISIONS)
+    speed.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES,
+                       help="torch.compile both networks, in this mode (alone: default; reduce-overhead also "
+                       "records CUDA graphs)")
     output = train.add_argument_group("output")
     _add(output, "out_dir", "parent folder of run directories")
     _add(output, "name", "run directory name (default: dataset, labels, seed and time); an existing one is refused")

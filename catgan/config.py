@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ARCHITECTURES", "CatGANError", "TrainConfig", "DATASETS", "DEFAULT_EPOCHS", "METHODS"]
+__all__ = ["ARCHITECTURES", "COMPILE_MODES", "CatGANError", "TrainConfig", "DATASETS", "DEFAULT_EPOCHS", "METHODS", "PRECISIONS"]
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn", "folder", "arrays")
 METHODS = ("catgan", "supervised")
@@ -16,6 +16,8 @@ ARCHITECTURES = ("conv", "mlp")
 LATENT_DISTRIBUTIONS = ("gaussian", "uniform")
 NOISE_SCHEDULES = ("linear", "constant")
 ON_NAN = ("stop", "restart")
+PRECISIONS = ("fp32", "bf16")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 # Fields a resumed run may take from the resuming command; any other must match the saved configuration.
 RESUME_MAY_CHANGE = ("data_dir", "download", "progress", "checkpoint_steps", "checkpoint_minutes")
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes seeds below 2**63
@@ -89,6 +91,8 @@ class TrainConfig:
     ema_decay: float = 0.0  # evaluate with an exponential moving average of D's weights (0: off; e.g. 0.999)
     seed: int = 0  # seeds the labelled subset, initialisation, batches and noise
     device: str = "auto"  # auto (CUDA when available), cpu, cuda or cuda:N
+    precision: str = "fp32"  # fp32, or bf16: forward passes under bfloat16 autocast (GPUs, CPUs with AMX)
+    compile: str = "off"  # torch.compile both networks: off, default, reduce-overhead (CUDA graphs), max-autotune
     out_dir: str = "runs"  # parent folder of run directories
     name: str | None = None  # run directory name; None: dataset, labels, seed and a timestamp
     eval_every: int = 0  # evaluate on the test split every N epochs, for the log only (0: at the end only)
@@ -181,6 +185,8 @@ class TrainConfig:
             _is_number(self.checkpoint_minutes) and self.checkpoint_minutes >= 0,
             f"checkpoint_minutes must be a number >= 0, got {self.checkpoint_minutes!r}",
         )
+        need(self.precision in PRECISIONS, f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        need(self.compile in COMPILE_MODES, f"unknown compile mode {self.compile!r}; choose one of {', '.join(COMPILE_MODES)}")
         need(self.on_nan in ON_NAN, f"unknown on_nan {self.on_nan!r}; choose one of {', '.join(ON_NAN)}")
         need(
             _is_number(self.restart_lr_factor) and 0 < self.restart_lr_factor <= 1,

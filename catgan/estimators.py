@@ -220,6 +220,8 @@ class CatGANClassifier(ClassifierMixin, _CatGANEstimator):
         restart_lr_factor: float = 0.5,
         image_shape: tuple[int, ...] | None = None,
         device: str = "auto",
+        precision: str = "fp32",
+        compile: str = "off",
         random_state=None,
         verbose: bool = False,
     ) -> None:
@@ -254,6 +256,8 @@ class CatGANClassifier(ClassifierMixin, _CatGANEstimator):
         self.restart_lr_factor = restart_lr_factor
         self.image_shape = image_shape
         self.device = device
+        self.precision = precision
+        self.compile = compile
         self.random_state = random_state
         self.verbose = verbose
 
@@ -346,6 +350,8 @@ class CatGANClusterer(ClusterMixin, _CatGANEstimator):
         restart_lr_factor: float = 0.5,
         image_shape: tuple[int, ...] | None = None,
         device: str = "auto",
+        precision: str = "fp32",
+        compile: str = "off",
         random_state=None,
         verbose: bool = False,
     ) -> None:
@@ -377,6 +383,8 @@ class CatGANClusterer(ClusterMixin, _CatGANEstimator):
         self.restart_lr_factor = restart_lr_factor
         self.image_shape = image_shape
         self.device = device
+        self.precision = precision
+        self.compile = compile
         self.random_state = random_state
         self.verbose = verbose
 

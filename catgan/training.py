@@ -9,6 +9,7 @@ when it logs, so the inner loop does not wait on the device.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
@@ -19,7 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, NoReturn
+from typing import Any, Callable, ContextManager, NamedTuple, NoReturn
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ from catgan.diagnostics import (
 from catgan.losses import discriminator_terms, generator_terms
 from catgan.metrics import clustering_report, error_rate
 from catgan.models import CatGAN, frozen_batchnorm_statistics
-from catgan import runs
+from catgan import performance, runs
 
 __all__ = [
     "Batch",
@@ -137,7 +138,13 @@ class Practices(NamedTuple):
 
 
 def discriminator_step(
-    model: CatGAN, optimizer: torch.optim.Optimizer, batch: Batch, lam: float, practices: Practices = Practices()
+    model: CatGAN,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    lam: float,
+    practices: Practices = Practices(),
+    autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+    gather: Callable[[Tensor], Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """One update of the discriminator on ``batch`` and as many generated images as unlabelled ones.
 
@@ -147,30 +154,41 @@ def discriminator_step(
     images. Returns the loss terms of `catgan.losses.discriminator_loss` as detached tensors, plus
     ``grad_norm`` (of D's gradients) and ``accuracy_lab`` (D's accuracy on the labelled batch,
     against the true labels) when there is one.
+
+    The forward passes run inside ``autocast()`` (see `catgan.performance.autocast_for`); the
+    losses are computed in float32. With several processes, ``gather`` concatenates a tensor
+    across them (carrying gradients), so that the losses, marginal entropies included, are those
+    of the global batch (see `catgan.distributed`).
     """
     discriminator, generator = model.discriminator, model.generator
-    with torch.no_grad():
-        x_fake = generator(model.sample_latent(len(batch.x_unl)))
-    x_real = batch.x_unl if batch.x_lab is None else torch.cat([batch.x_unl, batch.x_lab])
-    x_real, x_fake = _with_instance_noise(x_real, practices), _with_instance_noise(x_fake, practices)
-    if practices.joint_batches:
-        logits = discriminator(torch.cat([x_real, x_fake]))
-        logits_all_real, logits_fake = logits[: len(x_real)], logits[len(x_real) :]
-    else:
-        logits_all_real = discriminator(x_real)
-        with frozen_batchnorm_statistics(discriminator):
-            logits_fake = discriminator(x_fake)
+    with autocast():
+        with torch.no_grad():
+            x_fake = generator(model.sample_latent(len(batch.x_unl)))
+        x_real = batch.x_unl if batch.x_lab is None else torch.cat([batch.x_unl, batch.x_lab])
+        x_real, x_fake = _with_instance_noise(x_real, practices), _with_instance_noise(x_fake, practices)
+        if practices.joint_batches:
+            logits = discriminator(torch.cat([x_real, x_fake]))
+            logits_all_real, logits_fake = logits[: len(x_real)], logits[len(x_real) :]
+        else:
+            logits_all_real = discriminator(x_real)
+            with frozen_batchnorm_statistics(discriminator):
+                logits_fake = discriminator(x_fake)
+    logits_all_real, logits_fake = logits_all_real.float(), logits_fake.float()
     logits_real, logits_lab = logits_all_real[: len(batch.x_unl)], None
+    y_lab, y_true = _with_label_noise(batch.y_lab, model.num_clusters, practices), batch.y_lab
     if batch.x_lab is not None:
         logits_lab = logits_all_real[len(batch.x_unl) :]
-    y_lab = _with_label_noise(batch.y_lab, model.num_clusters, practices)
+    if gather is not None:
+        logits_real, logits_fake = gather(logits_real), gather(logits_fake)
+        if logits_lab is not None:
+            logits_lab, y_lab, y_true = gather(logits_lab), gather(y_lab), gather(y_true)
     loss, terms = discriminator_terms(logits_real, logits_fake, logits_lab, y_lab, lam, practices.label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     terms["grad_norm"] = gradient_norm(discriminator).detach()
     optimizer.step()
     if logits_lab is not None:
-        terms["accuracy_lab"] = _accuracy(logits_lab, batch.y_lab)
+        terms["accuracy_lab"] = _accuracy(logits_lab, y_true)
     return terms
 
 
@@ -180,6 +198,8 @@ def generator_step(
     batch_size: int,
     practices: Practices = Practices(),
     x_real: Tensor | None = None,
+    autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+    gather: Callable[[Tensor], Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """One update of the generator on ``batch_size`` fresh generated images.
 
@@ -189,21 +209,30 @@ def generator_step(
     ``x_real`` a batch of real images. Returns the terms of `catgan.losses.generator_loss` as
     detached tensors (``loss_g`` the whole loss), ``feature_matching`` when used, G's
     ``grad_norm`` and ``class_histogram`` (K,): the share of generated images D gives each class.
+    ``autocast`` and ``gather`` as for `discriminator_step` (with ``gather``, the feature means
+    are those of the global batch).
     """
     discriminator, generator = model.discriminator, model.generator
-    x_fake = _with_instance_noise(generator(model.sample_latent(batch_size)), practices)
-    with frozen_batchnorm_statistics(discriminator):
-        if practices.feature_matching > 0:
-            if x_real is None:
-                raise ValueError("feature matching needs a batch of real images (x_real)")
-            logits_fake, features_fake = discriminator(x_fake, return_features=True)
-            with torch.no_grad():
-                _, features_real = discriminator(_with_instance_noise(x_real, practices), return_features=True)
-            matching = (features_real.mean(dim=0) - features_fake.mean(dim=0)).pow(2).sum()
-        else:
-            logits_fake = discriminator(x_fake)
+    with autocast():
+        x_fake = _with_instance_noise(generator(model.sample_latent(batch_size)), practices)
+        with frozen_batchnorm_statistics(discriminator), _without_gradient_sync(discriminator):
+            if practices.feature_matching > 0:
+                if x_real is None:
+                    raise ValueError("feature matching needs a batch of real images (x_real)")
+                logits_fake, features_fake = discriminator(x_fake, return_features=True)
+                with torch.no_grad():
+                    _, features_real = discriminator(_with_instance_noise(x_real, practices), return_features=True)
+            else:
+                logits_fake = discriminator(x_fake)
+    logits_fake = logits_fake.float()
+    if gather is not None:
+        logits_fake = gather(logits_fake)
     loss, terms = generator_terms(logits_fake)
     if practices.feature_matching > 0:
+        features_real, features_fake = features_real.float(), features_fake.float()
+        if gather is not None:
+            features_real, features_fake = gather(features_real), gather(features_fake)
+        matching = (features_real.mean(dim=0) - features_fake.mean(dim=0)).pow(2).sum()
         loss = loss + practices.feature_matching * matching
         terms["feature_matching"], terms["loss_g"] = matching.detach(), loss.detach()
     optimizer.zero_grad(set_to_none=True)
@@ -215,22 +244,38 @@ def generator_step(
 
 
 def supervised_step(
-    model: CatGAN, optimizer: torch.optim.Optimizer, batch: Batch, practices: Practices = Practices()
+    model: CatGAN,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    practices: Practices = Practices(),
+    autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+    gather: Callable[[Tensor], Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """One cross-entropy update of the discriminator on the labelled batch alone: the supervised
     baseline, with the same network, noise and batch norm as CatGAN's discriminator, and the same
     instance noise, label smoothing and label noise when those are on.
 
     Returns ``cross_entropy``, ``accuracy_lab`` and ``grad_norm`` as detached tensors.
+    ``autocast`` and ``gather`` as for `discriminator_step`.
     """
-    logits_lab = model.discriminator(_with_instance_noise(batch.x_lab, practices))
-    y_lab = _with_label_noise(batch.y_lab, model.num_clusters, practices)
+    with autocast():
+        logits_lab = model.discriminator(_with_instance_noise(batch.x_lab, practices))
+    logits_lab = logits_lab.float()
+    y_lab, y_true = _with_label_noise(batch.y_lab, model.num_clusters, practices), batch.y_lab
+    if gather is not None:
+        logits_lab, y_lab, y_true = gather(logits_lab), gather(y_lab), gather(y_true)
     loss = F.cross_entropy(logits_lab, y_lab, label_smoothing=practices.label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     norm = gradient_norm(model.discriminator).detach()
     optimizer.step()
-    return {"cross_entropy": loss.detach(), "accuracy_lab": _accuracy(logits_lab, batch.y_lab), "grad_norm": norm}
+    return {"cross_entropy": loss.detach(), "accuracy_lab": _accuracy(logits_lab, y_true), "grad_norm": norm}
+
+
+def _without_gradient_sync(network: nn.Module) -> ContextManager:
+    """For a DistributedDataParallel ``network``: no gradient synchronisation for the passes inside
+    (G's update backpropagates through D without updating it); nothing otherwise."""
+    return network.no_sync() if isinstance(network, nn.parallel.DistributedDataParallel) else contextlib.nullcontext()
 
 
 def _with_instance_noise(x: Tensor, practices: Practices) -> Tensor:
@@ -384,7 +429,14 @@ class Trainer:
             if config.uses_labels and len(self.labelled) == 0:
                 raise CatGANError("no training image is labelled")
         torch.manual_seed(config.seed)
+        if self.device.type == "cuda":
+            performance.tune_cuda()
+        else:
+            performance.tune_cpu()
         self.model = CatGAN(self.config, data.image_shape, self.num_clusters).to(self.device)
+        performance.prepare_networks([self.model.generator, self.model.discriminator], self.device,
+                                     config.architecture == "conv", config.compile)
+        self._autocast = performance.autocast_for(self.device, config.precision)
         self.opt_d, self.opt_g = make_optimizers(self.model, self.config)
         # D's weights averaged over the updates, for evaluation (None: evaluate D as trained)
         self.weight_average = WeightAverage(self.model.discriminator, config.ema_decay) if config.ema_decay else None
@@ -466,7 +518,7 @@ class Trainer:
                 self.save_checkpoint()  # before the final record, so that a resume from it writes that record once
                 figures = self.evaluate_test() if len(self.data.x_test) else {}
                 if figures:
-                    self._append_metrics({"split": "test", **figures})
+                    self._append_metrics({"split": "test", "seconds": round(self.seconds(), 3), **figures})
                 summary = {**figures, **self._common_summary()}
                 if self.run_dir is not None and config.method == "catgan":
                     self.save_samples(self.run_dir / runs.SAMPLES)
@@ -563,13 +615,14 @@ class Trainer:
         noise = config.instance_noise * ((1 - self.step / total) if config.instance_noise_schedule == "linear" else 1.0)
         practices = Practices(noise, config.label_smoothing, config.label_noise, config.joint_batches,
                               config.feature_matching)
+        run = {"autocast": self._autocast, "gather": None}
         if config.method == "supervised":
-            terms_d = supervised_step(self.model, self.opt_d, batch, practices)
+            terms_d = supervised_step(self.model, self.opt_d, batch, practices, **run)
         else:
-            terms_d = discriminator_step(self.model, self.opt_d, batch, config.lam, practices)
+            terms_d = discriminator_step(self.model, self.opt_d, batch, config.lam, practices, **run)
             if (self.step + 1) % config.d_steps == 0:
                 for _ in range(config.g_steps):
-                    terms_g = generator_step(self.model, self.opt_g, config.batch_size, practices, batch.x_unl)
+                    terms_g = generator_step(self.model, self.opt_g, config.batch_size, practices, batch.x_unl, **run)
         if self.weight_average is not None:
             self.weight_average.update(self.model.discriminator)
         return terms_d, terms_g
@@ -607,7 +660,7 @@ class Trainer:
             self.save_samples(self.run_dir / runs.SAMPLES_DIR / f"epoch-{self.epoch:04d}.png")
         if config.eval_every and self.epoch % config.eval_every == 0 and self.epoch < config.epochs and len(self.data.x_test):
             figures = self.evaluate_test()
-            self._append_metrics({"split": "test", **figures})
+            self._append_metrics({"split": "test", "seconds": round(self.seconds(), 3), **figures})
             self._tensorboard_scalars({f"test/{name}": value for name, value in figures.items()})
         self._keep_last_good()
 

@@ -1,0 +1,85 @@
+"""The fast path's device settings: memory allocation and threads on the CPU, cuDNN autotuning and
+channels-last layout on CUDA, bfloat16 autocast, and ``torch.compile``.
+
+The training loop itself is already the fast part: the images live in memory as one tensor (on
+the training device when it fits), each batch is gathered by index on that device, and the loss
+terms stay on the device until the logging cadence. What is here tunes what runs around it:
+
+- CPU: glibc's allocator gives large freed blocks back to the kernel at once, so every training
+  step pays for fresh pages of memory (page faults) for its activations; `tune_cpu` asks it to keep
+  them. The thread count stays torch's (one per physical core; ``OMP_NUM_THREADS`` overrides it;
+  torchrun sets it to 1 per process).
+- CUDA: cuDNN autotunes its convolution algorithms for the fixed batch shapes, and convolutional
+  networks use the channels-last layout that tensor cores read fastest.
+- ``precision="bf16"``: forward passes run under bfloat16 autocast (convolutions and matrix
+  products in bfloat16, weights and optimiser state in float32); the losses are computed in
+  float32 from the logits. It pays on GPUs and on CPUs with AMX or AVX-512 bfloat16 units; it
+  changes the numbers a run produces, so it is never switched on for the user.
+- ``compile``: ``torch.compile`` each network in place (parameter names, and so checkpoints, are
+  unchanged); the mode ``reduce-overhead`` also records CUDA graphs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+from collections.abc import Callable
+from typing import ContextManager
+
+import torch
+from torch import nn
+
+__all__ = ["autocast_for", "prepare_networks", "tune_cpu", "tune_cuda"]
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_cpu_tuned: bool | None = None
+
+
+def tune_cpu() -> bool:
+    """Ask glibc's allocator to keep freed memory for reuse instead of returning it to the kernel.
+
+    By default glibc serves blocks above a few megabytes with mmap and unmaps them when freed, so
+    every step's activations fault in fresh, zeroed pages (about a quarter of a step's time for
+    the 28x28 networks at batch 100 on a 2-core CPU). Afterwards blocks up to 32 MiB come from the
+    heap, and up to 1 GiB of freed heap stays with the process. Process-wide, done once; returns
+    whether it took effect (False where the C library is not glibc).
+    """
+    global _cpu_tuned
+    if _cpu_tuned is None:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            mallopt = libc.mallopt
+        except (OSError, AttributeError):
+            _cpu_tuned = False
+        else:
+            settings = ((_M_MMAP_THRESHOLD, 32 << 20), (_M_TRIM_THRESHOLD, 1 << 30), (_M_TOP_PAD, 64 << 20))
+            _cpu_tuned = all(mallopt(parameter, value) == 1 for parameter, value in settings)
+    return _cpu_tuned
+
+
+def tune_cuda() -> None:
+    """Let cuDNN benchmark its convolution algorithms for each new input shape and keep the fastest."""
+    torch.backends.cudnn.benchmark = True
+
+
+def autocast_for(device: torch.device, precision: str) -> Callable[[], ContextManager]:
+    """A factory of the context the forward passes run in: bfloat16 autocast on ``device`` for
+    ``precision="bf16"``, nothing for ``"fp32"``."""
+    if precision == "fp32":
+        return contextlib.nullcontext
+    if precision == "bf16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    raise ValueError(f"unknown precision {precision!r}")
+
+
+def prepare_networks(networks: list[nn.Module], device: torch.device, convolutional: bool, compile_mode: str) -> None:
+    """Put convolutional networks in the channels-last layout on CUDA, and compile each network in
+    place when ``compile_mode`` is not ``"off"``."""
+    if device.type == "cuda" and convolutional:
+        for network in networks:
+            network.to(memory_format=torch.channels_last)
+    if compile_mode != "off":
+        for network in networks:
+            network.compile(mode=None if compile_mode == "default" else compile_mode)

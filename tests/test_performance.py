@@ -1,0 +1,102 @@
+"""The fast path: same numbers as the plain computation, bf16 autocast, compile, and the CUDA settings."""
+
+import math
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from catgan import performance
+from catgan.config import CatGANError, TrainConfig
+from catgan.models import CatGAN, GaussianNoise
+from catgan.training import Batch, Trainer, discriminator_step, generator_step, make_optimizers
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: the CUDA fast path "
+                                "(cuDNN autotuning, channels-last, bf16 autocast on the GPU) is not exercised")
+
+
+def test_in_place_noise_gives_exactly_the_values_of_x_plus_std_times_noise():
+    x = torch.randn(4, 8, 5, 5, requires_grad=True)
+    noise = GaussianNoise(0.3)
+    torch.manual_seed(1)
+    fast = noise(x)
+    torch.manual_seed(1)
+    plain = x + 0.3 * torch.randn_like(x)
+    assert torch.equal(fast, plain)  # bit for bit: runs from before the fast path reproduce
+    fast.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
+
+
+def test_in_place_activations_leave_the_gradients_of_the_plain_ones():
+    torch.manual_seed(0)
+    config = TrainConfig(latent_dim=8, d_width=8, g_width=8, feature_dim=16, d_noise=0.0)
+    fast = CatGAN(config, (1, 8, 8), 10)
+    plain = CatGAN(config, (1, 8, 8), 10)
+    plain.load_state_dict(fast.state_dict())
+    for module in plain.modules():
+        if isinstance(module, (nn.ReLU, nn.LeakyReLU)):
+            module.inplace = False
+    x = torch.rand(6, 1, 8, 8) * 2 - 1
+    z = torch.randn(6, 8)
+    for model in (fast, plain):
+        model.discriminator(torch.cat([x, model.generator(z)])).logsumexp(dim=1).mean().backward()
+    for (name, a), b in zip(fast.named_parameters(), plain.parameters()):
+        assert torch.equal(a.grad, b.grad), name
+
+
+def test_tune_cpu_takes_effect_with_glibc():
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc's allocator settings exist on Linux only")
+    assert performance.tune_cpu() is True
+    assert performance.tune_cpu() is True  # a second call is harmless
+
+
+def test_bf16_autocast_runs_the_networks_in_bfloat16_and_the_losses_in_float32():
+    torch.manual_seed(0)
+    config = TrainConfig(latent_dim=8, d_width=8, g_width=8, feature_dim=16)
+    model = CatGAN(config, (1, 8, 8), 10)
+    opt_d, opt_g = make_optimizers(model, config)
+    batch = Batch(torch.rand(10, 1, 8, 8) * 2 - 1, torch.arange(10), torch.rand(20, 1, 8, 8) * 2 - 1)
+    autocast = performance.autocast_for(torch.device("cpu"), "bf16")
+    with autocast():
+        assert model.discriminator(batch.x_unl).dtype == torch.bfloat16
+    terms_d = discriminator_step(model, opt_d, batch, 1.0, autocast=autocast)
+    terms_g = generator_step(model, opt_g, 20, autocast=autocast)
+    for terms in (terms_d, terms_g):
+        assert all(value.dtype == torch.float32 for value in terms.values())
+        assert all(torch.isfinite(value).all() for value in terms.values())
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # weights and Adam state stay float32
+    assert performance.autocast_for(torch.device("cpu"), "fp32")().__enter__() is None  # fp32: no autocast
+
+
+def test_a_bf16_run_trains_and_records_its_precision(make_config, digits):
+    summary = Trainer(make_config(precision="bf16", epochs=3), digits, report=lambda line: None).fit()
+    assert math.isfinite(summary["test_error"])
+    assert summary["test_error"] < 80  # 10 classes: chance is 90%
+
+
+def test_precision_and_compile_are_checked():
+    with pytest.raises(CatGANError, match="unknown precision 'fp16'; choose one of fp32, bf16"):
+        TrainConfig(precision="fp16")
+    with pytest.raises(CatGANError, match="unknown compile mode 'fast'"):
+        TrainConfig(compile="fast")
+
+
+def test_compiled_networks_train_and_keep_their_parameter_names(make_config, digits):
+    trainer = Trainer(make_config(compile="default", epochs=1, d_noise=0.0), digits, report=lambda line: None)
+    names = [name for name, _ in trainer.model.named_parameters()]
+    assert not any("_orig_mod" in name for name in names)  # checkpoints load into uncompiled networks
+    summary = trainer.fit()
+    assert math.isfinite(summary["test_error"])
+
+
+@needs_cuda
+def test_cuda_fast_path_settings(make_config, digits):
+    trainer = Trainer(make_config(device="cuda", precision="bf16"), digits, report=lambda line: None)
+    assert torch.backends.cudnn.benchmark
+    weight = trainer.model.discriminator.convs[0].weight
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    assert trainer.x_train.device.type == "cuda"  # the images live on the GPU; batches are gathered there
+    summary = trainer.fit()
+    assert math.isfinite(summary["test_error"]) and summary["test_error"] < 80
