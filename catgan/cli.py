@@ -204,6 +204,8 @@ def _train(args: argparse.Namespace) -> int:
     else:
         config = TrainConfig(**options)
         result = train(config, command=" ".join(["catgan", *map(shlex.quote, args.argv)]))
+    if result.run_dir is None:  # a process other than rank 0 of several: rank 0 reports
+        return 0
     _print_figures(result.summary, len(result.data.x_test))
     files = ", ".join(sorted(p.name for p in result.run_dir.iterdir()))
     print(f"wrote {result.run_dir}: {files}")

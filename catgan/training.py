@@ -38,6 +38,7 @@ from catgan.diagnostics import (
     d_score,
     gradient_norm,
 )
+from catgan.distributed import DistributedCatGAN, ProcessGroup, convert_batch_norm, digest, gather
 from catgan.losses import discriminator_terms, generator_terms
 from catgan.metrics import clustering_report, error_rate
 from catgan.models import CatGAN, frozen_batchnorm_statistics
@@ -393,6 +394,9 @@ class Trainer:
         labelled: the indices of the training images whose labels D learns from; None draws
             ``config.labels_per_class`` per class (`labelled_indices`). The labels of the other
             training images are never read.
+        group: this process's place among several started by torchrun (see
+            `catgan.distributed`); None trains in this process alone. Only the process of rank 0
+            should be given a ``run_dir``.
 
     A dataset whose test split is empty trains without the final evaluation (the summary then
     holds no test figures). The records this process writes to ``metrics.jsonl`` (for a resumed
@@ -407,18 +411,25 @@ class Trainer:
         command: str | None = None,
         report: Callable[[str], None] | None = None,
         labelled: np.ndarray | None = None,
+        group: ProcessGroup | None = None,
     ) -> None:
         self.config = dataclasses.replace(config, epochs=config.resolved_epochs())
         self.data, self.run_dir, self.command = data, run_dir, command
+        self.group = group
         self.device = resolve_device(config.device)
+        if group is not None:
+            self.device = group.device(self.device)
+            group.start(self.device)
+        world = group.world_size if group is not None else 1
         self.num_clusters = config.clusters or data.num_classes
         if config.uses_labels and self.num_clusters != data.num_classes:
             raise CatGANError(
                 f"with labels, clusters must equal the number of classes ({data.num_classes}), got {self.num_clusters}; "
                 f"use --labels-per-class 0 (or --lam 0) to cluster into another number"
             )
-        if config.batch_size > len(data.x_train):
-            raise CatGANError(f"batch_size {config.batch_size} exceeds the {len(data.x_train)} training images")
+        if config.batch_size * world > len(data.x_train):
+            raise CatGANError(f"batch_size {config.batch_size}{f' x {world} processes' if world > 1 else ''} exceeds "
+                              f"the {len(data.x_train)} training images")
         if labelled is None:
             self.labelled = labelled_indices(data.y_train, config.labels_per_class, config.seed)
         else:
@@ -437,6 +448,13 @@ class Trainer:
         performance.prepare_networks([self.model.generator, self.model.discriminator], self.device,
                                      config.architecture == "conv", config.compile)
         self._autocast = performance.autocast_for(self.device, config.precision)
+        # what the step functions train: the model, or its networks wrapped for several processes
+        self.networks: CatGAN | DistributedCatGAN = self.model
+        self._gather_across = None
+        if group is not None:
+            group.check_agreement("the seed and the labelled subset", (config.seed, digest(self.labelled)))
+            convert_batch_norm(self.model)
+            self.networks, self._gather_across = DistributedCatGAN(self.model, self.device), gather
         self.opt_d, self.opt_g = make_optimizers(self.model, self.config)
         # D's weights averaged over the updates, for evaluation (None: evaluate D as trained)
         self.weight_average = WeightAverage(self.model.discriminator, config.ema_decay) if config.ema_decay else None
@@ -457,11 +475,17 @@ class Trainer:
         self._terms_g: dict[str, Tensor] = {}  # G's terms from its latest update
         self._order = torch.Generator()  # draws the order of the batches; seeded by fit
         self.next_unlabelled = self.next_labelled = None
+        # Each global batch (of every process together) is drawn in the same order by every
+        # process, which takes its own slice of it.
         if config.method == "catgan":
-            self.next_unlabelled = IndexCycler(torch.arange(len(self.x_train), device=self.storage), config.batch_size, self._order)
+            self.next_unlabelled = IndexCycler(torch.arange(len(self.x_train), device=self.storage),
+                                               config.batch_size * world, self._order)
         if config.uses_labels:
             labelled = torch.from_numpy(self.labelled).to(self.storage)
-            self.next_labelled = IndexCycler(labelled, min(config.batch_size, len(labelled)), self._order)
+            per_process = min(config.batch_size * world, len(labelled)) // world
+            if per_process == 0:
+                raise CatGANError(f"{len(labelled)} labelled images cannot be shared among {world} processes")
+            self.next_labelled = IndexCycler(labelled, per_process * world, self._order)
 
     @functools.cached_property
     def data_fingerprint(self) -> dict[str, Any]:
@@ -469,8 +493,13 @@ class Trainer:
         return _fingerprint(self.data)
 
     @property
+    def world_size(self) -> int:
+        """The number of processes training together (1 without torchrun)."""
+        return self.group.world_size if self.group is not None else 1
+
+    @property
     def steps_per_epoch(self) -> int:
-        return len(self.x_train) // self.config.batch_size
+        return len(self.x_train) // (self.config.batch_size * self.world_size)
 
     def fit(self, resume: dict[str, Any] | None = None) -> dict[str, Any]:
         """Train for the configured epochs, evaluate on the test split, write the run's files.
@@ -493,7 +522,7 @@ class Trainer:
             if self.run_dir is not None and (self.run_dir / runs.CONFIG).exists():
                 raise CatGANError(f"{self.run_dir} already holds a run; give the trainer a new directory")
             self._write_start_files()
-            torch.manual_seed(config.seed)  # the noise and latents; whatever ran since __init__
+            torch.manual_seed(self._draw_seed())  # the noise and latents; whatever ran since __init__
             self._order.manual_seed(config.seed)
             self.git_commits = [runs.git_commit()]
             self._keep_last_good()
@@ -507,6 +536,8 @@ class Trainer:
                 raise CatGANError(f"cannot resume from this checkpoint: {type(err).__name__}: {err}") from None
             self.resumed_at.append(self.step)
             self.git_commits.append(runs.git_commit())
+            if self.group is not None:  # the checkpoint holds rank 0's random state: each process takes its own
+                torch.manual_seed(self.group.seed(config.seed, self.step))
         total = config.epochs * self.steps_per_epoch
         bar = _progress_bar(total, config, initial=self.step)
         self._writer = _tensorboard_writer(self.run_dir) if config.tensorboard and self.run_dir else None
@@ -539,6 +570,10 @@ class Trainer:
                 self._writer.close()
         return summary
 
+    def _draw_seed(self) -> int:
+        """The seed of the latents and noise: the run's, or with several processes one per process."""
+        return self.config.seed if self.group is None else self.group.seed(self.config.seed)
+
     def seconds(self) -> float:
         """Training seconds so far: this process's, plus those recorded in the checkpoint it
         resumed from (work done after that checkpoint by a killed process is not counted)."""
@@ -550,7 +585,8 @@ class Trainer:
         while self.step < total:
             try:
                 self._one_step(total, bar)
-                if stop.signum is not None or self._checkpoint_due():
+                stopping = self._stop_now(stop, total)
+                if stopping or self._checkpoint_due():
                     self.save_checkpoint()
             except _NonFinite as error:
                 if not self._restart(error.warning):
@@ -558,8 +594,20 @@ class Trainer:
                 bar.n = self.step
                 bar.refresh()
                 continue
-            if stop.signum is not None:
+            if stopping:
                 raise TrainingStopped(stop.signum, self.step, self.run_dir)
+
+    def _stop_now(self, stop: "_StopSignals", total: int) -> bool:
+        """Whether a signal stops training after this step. With several processes, a signal to
+        any stops all at the same step: they share at the logging cadence whether one arrived
+        (a host synchronisation, hence not at every step)."""
+        if self.group is None:
+            return stop.signum is not None
+        if self.step % self.config.log_every and self.step != total:
+            return False
+        signum = self.group.any_true(stop.signum or 0, self.device)
+        stop.signum = signum or None
+        return stop.signum is not None
 
     def _one_step(self, total: int, bar) -> None:
         """One step of the schedule, its log record when due, and the end of an epoch when due."""
@@ -615,14 +663,14 @@ class Trainer:
         noise = config.instance_noise * ((1 - self.step / total) if config.instance_noise_schedule == "linear" else 1.0)
         practices = Practices(noise, config.label_smoothing, config.label_noise, config.joint_batches,
                               config.feature_matching)
-        run = {"autocast": self._autocast, "gather": None}
+        networks, run = self.networks, {"autocast": self._autocast, "gather": self._gather_across}
         if config.method == "supervised":
-            terms_d = supervised_step(self.model, self.opt_d, batch, practices, **run)
+            terms_d = supervised_step(networks, self.opt_d, batch, practices, **run)
         else:
-            terms_d = discriminator_step(self.model, self.opt_d, batch, config.lam, practices, **run)
+            terms_d = discriminator_step(networks, self.opt_d, batch, config.lam, practices, **run)
             if (self.step + 1) % config.d_steps == 0:
                 for _ in range(config.g_steps):
-                    terms_g = generator_step(self.model, self.opt_g, config.batch_size, practices, batch.x_unl, **run)
+                    terms_g = generator_step(networks, self.opt_g, config.batch_size, practices, batch.x_unl, **run)
         if self.weight_average is not None:
             self.weight_average.update(self.model.discriminator)
         return terms_d, terms_g
@@ -639,6 +687,8 @@ class Trainer:
             "dataset": self.data.name,
             "test_images": len(self.data.x_test),
             "device": _device_description(self.device),
+            "processes": self.world_size,
+            "global_batch_size": self.config.batch_size * self.world_size,
             "cpu_threads": torch.get_num_threads(),
             "torch_version": torch.__version__,
             "catgan_version": __version__,
@@ -706,6 +756,9 @@ class Trainer:
         if cycler is None:
             return None, None
         index = cycler()
+        if self.group is not None:  # this process's slice of the global batch
+            size = len(index) // self.group.world_size
+            index = index[self.group.rank * size : (self.group.rank + 1) * size]
         return self.x_train[index].to(self.device), self.y_train[index].to(self.device)
 
     def evaluate_test(self) -> dict[str, float]:
@@ -766,6 +819,7 @@ class Trainer:
                 "seconds": self.seconds(),
                 "metrics_bytes": self._metrics_bytes(),
                 "command": self.command,
+                "processes": self.world_size,
                 "data": self.data_fingerprint,
                 "restart_point": restart_point,
             },
@@ -1000,9 +1054,10 @@ def _device_description(device: torch.device) -> str:
 
 
 class RunResult(NamedTuple):
-    """A finished run: its directory, its summary and the data it trained on."""
+    """A finished run: its directory (None in processes other than rank 0 of several), its
+    summary and the data it trained on."""
 
-    run_dir: Path
+    run_dir: Path | None
     summary: dict[str, Any]
     data: ImageData
 
@@ -1021,17 +1076,38 @@ def train(config: TrainConfig, data: ImageData | None = None, log=print, command
         TrainingDiverged: training stopped at a non-finite loss or weight (see `Trainer.fit`).
         TrainingStopped: SIGINT or SIGTERM stopped training after saving a checkpoint.
     """
+    group = ProcessGroup.from_environment()
+    main = group is None or group.is_main
+    log = log if main else _silent
     _check_tensorboard(config)
-    run_dir = runs.plan_run_dir(config)
+    run_dir = runs.plan_run_dir(config) if main else None
     if data is None:
         data = load_dataset(config)
     log(data.describe())
-    trainer = Trainer(config, data, run_dir, command)
-    runs.create_run_dir(run_dir)
-    log(f"run directory: {run_dir}  (device {_device_description(trainer.device)}, "
-        f"{len(trainer.labelled)} labelled images, K = {trainer.num_clusters}, epochs: {trainer.config.epochs})")
-    summary = trainer.fit()
+    with _joined(group):
+        trainer = Trainer(config if main else dataclasses.replace(config, progress=False), data, run_dir, command,
+                          report=None if main else _silent, group=group)
+        if run_dir is not None:
+            runs.create_run_dir(run_dir)
+        processes = f", {group.world_size} processes" if group is not None else ""
+        log(f"run directory: {run_dir}  (device {_device_description(trainer.device)}{processes}, "
+            f"{len(trainer.labelled)} labelled images, K = {trainer.num_clusters}, epochs: {trainer.config.epochs})")
+        summary = trainer.fit()
     return RunResult(run_dir, summary, data)
+
+
+def _silent(line: str) -> None:
+    """Where the messages of processes other than rank 0 go."""
+
+
+@contextlib.contextmanager
+def _joined(group: ProcessGroup | None):
+    """Leave the process group (when one was joined) once training ends, however it ends."""
+    try:
+        yield
+    finally:
+        if group is not None and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 def resume(run_dir: str | Path, changes: dict[str, Any] | None = None, log=print, data: ImageData | None = None) -> RunResult:
@@ -1051,6 +1127,9 @@ def resume(run_dir: str | Path, changes: dict[str, Any] | None = None, log=print
             settings, or data other than the run's own; the run directory is then untouched.
         TrainingDiverged, TrainingStopped: as for `train`.
     """
+    group = ProcessGroup.from_environment()
+    main = group is None or group.is_main
+    log = log if main else _silent
     run_dir = Path(run_dir).expanduser()
     if (run_dir / runs.SUMMARY).is_file():
         raise CatGANError(f"{run_dir} has finished (it holds {runs.SUMMARY}); there is nothing to resume")
@@ -1066,6 +1145,12 @@ def resume(run_dir: str | Path, changes: dict[str, Any] | None = None, log=print
         listed = ", ".join(f"{name} (saved {getattr(saved, name)!r}, asked {changes[name]!r})" for name in differing)
         raise CatGANError(f"{run_dir} was trained with other settings: {listed}; resume it with its own")
     config = dataclasses.replace(saved, **{name: changes[name] for name in changes if name in RESUME_MAY_CHANGE})
+    processes = group.world_size if group is not None else 1
+    if training.get("processes", 1) != processes:
+        raise CatGANError(f"{run_dir} was trained by {training.get('processes', 1)} processes; resume it with as many "
+                          f"(this is {processes})")
+    if not main:
+        config = dataclasses.replace(config, progress=False)
     _check_tensorboard(config)
     if data is None:
         data = load_dataset(config)
@@ -1077,13 +1162,14 @@ def resume(run_dir: str | Path, changes: dict[str, Any] | None = None, log=print
             f"SHA-256 {was['sha256'][:12]}) than {config.dataset} found now ({now['train']} and {now['test']}, "
             f"{now['sha256'][:12]})"
         )
-    trainer = Trainer(config, data, run_dir)
-    trainer.data_fingerprint = now  # checked above; not hashed again
-    log(data.describe())
-    total = trainer.config.epochs * trainer.steps_per_epoch
-    log(f"resuming {run_dir} at step {checkpoint['step']} of {total} (device {_device_description(trainer.device)})")
-    summary = trainer.fit(resume=checkpoint)
-    return RunResult(run_dir, summary, data)
+    with _joined(group):
+        trainer = Trainer(config, data, run_dir if main else None, report=None if main else _silent, group=group)
+        trainer.data_fingerprint = now  # checked above; not hashed again
+        log(data.describe())
+        total = trainer.config.epochs * trainer.steps_per_epoch
+        log(f"resuming {run_dir} at step {checkpoint['step']} of {total} (device {_device_description(trainer.device)})")
+        summary = trainer.fit(resume=checkpoint)
+    return RunResult(run_dir if main else None, summary, data)
 
 
 _RESUME_KEYS = {"rng", "order", "unlabelled", "labelled", "weight_average_updates", "monitor", "terms_g", "lr_scale",

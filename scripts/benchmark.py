@@ -18,8 +18,9 @@ peak memory of:
 Every measurement runs in a fresh process (the fast path's allocator setting is process-wide),
 the reference and the fast path alternating, each after ``--warmup`` iterations. The semi-supervised
 step is measured: 10 labelled images per class, a labelled batch beside each unlabelled one.
-With ``--time-to-accuracy``, it also trains ``mnist-100`` with `catgan train` (evaluating every
-epoch) and reports the wall seconds until the test error first reaches 2% and the final error.
+With ``--time-to-accuracy``, it also trains ``mnist-100`` (seed 0, scripts/compare.py's settings)
+with `catgan train`, evaluating every epoch, and reports the wall seconds until the test error
+first reaches 2% (the seconds include the evaluations) and the final error.
 
 Writes results/benchmark-<device>.md and .json.
 """
@@ -42,9 +43,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from catgan.config import TrainConfig
-from catgan.data import ImageData, labelled_indices, load_dataset
-from catgan.runs import git_commit
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import compare  # noqa: E402  (scripts/compare.py: the protocols' settings)
+
+from catgan.config import TrainConfig  # noqa: E402
+from catgan.data import ImageData, labelled_indices, load_dataset  # noqa: E402
+from catgan.runs import git_commit  # noqa: E402
 
 ARCHITECTURES = {"28x28": ("mnist", (1, 28, 28)), "32x32 colour": ("cifar10", (3, 32, 32))}
 LABELS_PER_CLASS = 10
@@ -215,22 +219,23 @@ def run_measurement(spec: dict) -> dict:
 
 
 def time_to_accuracy(args, device_name: str) -> dict:
-    """Train mnist-100 with `catgan train`, evaluating every epoch; the wall seconds until the test
-    error first reaches TARGET_ERROR, and the final error."""
+    """Train mnist-100 as scripts/compare.py does (seed 0), evaluating every epoch; the wall
+    seconds until the test error first reaches TARGET_ERROR, and the final error."""
+    settings = {**compare.SETTINGS["mnist"], **({"epochs": args.tta_epochs} if args.tta_epochs else {})}
+    options = ["--dataset", "mnist", "--data-dir", args.mnist_dir, "--labels-per-class", "10", "--eval-every", "1",
+               "--device", device_name, "--precision", args.tta_precision]
+    for name, value in settings.items():
+        options += ["--" + name.replace("_", "-"), str(value)]
     out = Path(tempfile.mkdtemp(prefix="catgan-tta-"))
-    command = ["catgan", "train", "--dataset", "mnist", "--data-dir", args.mnist_dir, "--labels-per-class", "10",
-               "--eval-every", "1", "--device", device_name, "--precision", args.tta_precision, "--out-dir", str(out),
-               "--name", "mnist-100", "--no-progress"]
-    if args.tta_epochs:
-        command += ["--epochs", str(args.tta_epochs)]
-    print("time to accuracy:", " ".join(command), flush=True)
-    subprocess.run([sys.executable, "-m", "catgan", *command[1:]], check=True)
+    print("time to accuracy: catgan train", " ".join(options), flush=True)
+    subprocess.run([sys.executable, "-m", "catgan", "train", *options, "--out-dir", str(out), "--name", "mnist-100",
+                    "--no-progress"], check=True)
     run_dir = out / "mnist-100"
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     tests = [r for r in records if r.get("split") == "test"]
     reached = next((r for r in tests if r["test_error"] <= TARGET_ERROR), None)
     summary = json.loads((run_dir / "summary.json").read_text())
-    return {"command": " ".join(command[:8] + command[10:12] + command[14:]), "epochs": summary["epochs"],
+    return {"command": "catgan train " + " ".join(options), "epochs": summary["epochs"],
             "evaluations": [{"epoch": r["epoch"], "seconds": r["seconds"], "test_error": r["test_error"]} for r in tests],
             "seconds_to_target": reached["seconds"] if reached else None, "target_error": TARGET_ERROR,
             "final_test_error": summary["test_error"], "wall_seconds": summary["wall_seconds"]}
@@ -289,7 +294,7 @@ def main() -> None:
     parser.add_argument("--mnist-dir", help="folder holding MNIST's four .gz files (default: random pixels)")
     parser.add_argument("--cifar-dir", help="folder holding cifar10.npz (default: random pixels)")
     parser.add_argument("--time-to-accuracy", action="store_true", help="also train mnist-100 (needs --mnist-dir)")
-    parser.add_argument("--tta-epochs", type=int, help="epochs of that run (default: catgan's for mnist)")
+    parser.add_argument("--tta-epochs", type=int, help="epochs of that run (default: mnist-100's, 10)")
     parser.add_argument("--tta-precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--out-dir", default="results")
     parser.add_argument("--measure", help=argparse.SUPPRESS)

@@ -100,3 +100,13 @@ def test_cuda_fast_path_settings(make_config, digits):
     assert trainer.x_train.device.type == "cuda"  # the images live on the GPU; batches are gathered there
     summary = trainer.fit()
     assert math.isfinite(summary["test_error"]) and summary["test_error"] < 80
+
+
+def test_cli_speed_flags_map_onto_the_config():
+    from catgan.cli import _build_parser
+
+    parser = _build_parser()
+    assert parser.parse_args(["train", "--compile"]).compile == "default"
+    assert parser.parse_args(["train", "--compile", "reduce-overhead"]).compile == "reduce-overhead"
+    assert parser.parse_args(["train", "--precision", "bf16"]).precision == "bf16"
+    assert parser.parse_args(["train"]).compile is None  # the config's default (off) applies

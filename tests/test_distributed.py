@@ -1,0 +1,154 @@
+"""Several processes (gloo on the CPU): 2 processes with batch B compute what 1 process with batch 2B
+computes, and a 2-process `catgan train` writes one run directory."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from catgan.config import TrainConfig
+from catgan.distributed import DistributedCatGAN, ProcessGroup, convert_batch_norm, gather
+from catgan.models import CatGAN
+from catgan.training import Batch, discriminator_step, generator_step
+
+pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                                reason="this torch build has no gloo backend for several CPU processes")
+
+WORLD = 2
+B = 12  # per process
+LABELLED = 10  # labelled images per step, over all processes
+# float32 sums in another order (per process, then across processes), and batch norm from sums
+# instead of torch's kernel: values agree to a relative 1e-4, near-zero gradients to 1e-6.
+RTOL, ATOL = 1e-4, 1e-6
+
+
+def _inputs():
+    """The global batch, the latents of the D and the G step, and the initial weights (seeded)."""
+    generator = torch.Generator().manual_seed(1)
+    x_unl = torch.rand(WORLD * B, 1, 8, 8, generator=generator) * 2 - 1
+    x_lab = torch.rand(LABELLED, 1, 8, 8, generator=generator) * 2 - 1
+    y_lab = torch.arange(LABELLED) % 10
+    latents = torch.randn(2, WORLD * B, 8, generator=generator)
+    return x_unl, x_lab, y_lab, latents
+
+
+def _model():
+    torch.manual_seed(0)
+    config = TrainConfig(latent_dim=8, d_width=8, g_width=8, feature_dim=16, d_noise=0.0)  # no noise: exact
+    return CatGAN(config, (1, 8, 8), 10)
+
+
+def _train_two_steps(networks, model, batch, latents, gather_fn):
+    """A D step then a G step with plain SGD (its update is linear in the gradient, so close
+    gradients give close weights); returns both steps' terms and gradients."""
+    queue = list(latents)
+    networks.sample_latent = lambda n, generator=None: queue.pop(0)
+    opt_d = torch.optim.SGD(model.discriminator.parameters(), lr=0.1)
+    opt_g = torch.optim.SGD(model.generator.parameters(), lr=0.1)
+    terms_d = discriminator_step(networks, opt_d, batch, 1.0, gather=gather_fn)
+    grads_d = {name: p.grad.clone() for name, p in model.discriminator.named_parameters()}
+    terms_g = generator_step(networks, opt_g, len(batch.x_unl), gather=gather_fn)
+    grads_g = {name: p.grad.clone() for name, p in model.generator.named_parameters()}
+    running = {name: b.clone() for name, b in model.discriminator.named_buffers()}
+    return {"terms_d": terms_d, "terms_g": terms_g, "grads_d": grads_d, "grads_g": grads_g, "buffers_d": running}
+
+
+def _worker(rank, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        x_unl, x_lab, y_lab, latents = _inputs()
+        model = convert_batch_norm(_model())
+        networks = DistributedCatGAN(model, torch.device("cpu"))
+        lab = LABELLED // WORLD
+        batch = Batch(x_lab[rank * lab : (rank + 1) * lab], y_lab[rank * lab : (rank + 1) * lab],
+                      x_unl[rank * B : (rank + 1) * B])
+        mine = [z[rank * B : (rank + 1) * B] for z in latents]
+        torch.save(_train_two_steps(networks, model, batch, mine, gather), f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(tmp_path):
+    mp.start_processes(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, start_method="spawn")
+    x_unl, x_lab, y_lab, latents = _inputs()
+    model = _model()
+    single = _train_two_steps(model, model, Batch(x_lab, y_lab, x_unl), list(latents), None)
+    for rank in range(WORLD):
+        ranked = torch.load(tmp_path / f"rank{rank}.pt")
+        for step in ("terms_d", "terms_g"):  # the losses, marginal entropies included, of the global batch
+            for name, value in single[step].items():
+                torch.testing.assert_close(ranked[step][name], value, rtol=RTOL, atol=ATOL, msg=f"{step} {name}")
+        for what in ("grads_d", "grads_g", "buffers_d"):  # averaged gradients; running statistics
+            for name, value in single[what].items():
+                torch.testing.assert_close(ranked[what][name].to(value.dtype), value, rtol=RTOL, atol=ATOL,
+                                           msg=f"{what} {name}")
+    # the marginal entropy of the global batch is not the mean of the per-process ones: the
+    # comparison above could fail
+    assert single["terms_d"]["marginal_entropy_real"] > 0
+
+
+def test_seeds_of_the_processes_differ_and_repeat():
+    first, second = ProcessGroup(0, 2, 0), ProcessGroup(1, 2, 1)
+    assert first.seed(5) != second.seed(5)
+    assert first.seed(5) == ProcessGroup(0, 2, 0).seed(5)
+    assert 0 <= second.seed(2**63 - 1) < 2**63
+
+
+def test_two_process_catgan_train_writes_one_run_directory(tmp_path):
+    out = tmp_path / "runs"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+               str(_free_port()), "-m", "catgan", "train", "--device", "cpu", "--epochs", "2", "--batch-size", "25",
+               "--d-width", "8", "--g-width", "8", "--latent-dim", "16", "--out-dir", str(out), "--no-progress"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    run_dirs = list(out.iterdir())
+    assert len(run_dirs) == 1  # only rank 0 writes
+    summary = json.loads((run_dirs[0] / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["global_batch_size"] == 50
+    assert summary["steps"] == 2 * (1198 // 50)  # an epoch is a pass of the global batch
+    assert done.stdout.count("test error:") == 1  # one report, from rank 0
+    records = [json.loads(line) for line in (run_dirs[0] / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "split" not in r] == sorted({r["step"] for r in records if "split" not in r})
+
+
+def test_torchrun_environment_is_read_and_checked(monkeypatch):
+    from catgan.config import CatGANError
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert ProcessGroup.from_environment() is None
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("RANK", raising=False)
+    with pytest.raises(CatGANError, match="RANK or LOCAL_RANK is missing"):
+        ProcessGroup.from_environment()
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert ProcessGroup.from_environment() == ProcessGroup(1, 2, 1)
+    with pytest.raises(CatGANError, match="names one GPU, but 2 processes"):
+        ProcessGroup(1, 2, 1).device(torch.device("cuda", 0))
+
+
+def test_a_run_resumes_only_with_as_many_processes(make_config, monkeypatch):
+    from catgan.config import CatGANError
+    from catgan.training import resume, train
+
+    config = make_config(epochs=1, checkpoint_steps=5)
+    result = train(config, log=lambda line: None)
+    (result.run_dir / "summary.json").unlink()  # as if killed before the end
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(CatGANError, match="trained by 1 processes; resume it with as many"):
+        resume(result.run_dir, log=lambda line: None)
