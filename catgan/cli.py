@@ -31,6 +31,7 @@ from catgan.config import (
     check_seed,
 )
 from catgan.diagnostics import TrainingDiverged
+from catgan.distributed import ProcessGroup
 from catgan.training import TrainingStopped
 
 EXIT_BAD_INPUT = 2
@@ -289,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"catgan {args.command}: stopped: {err}", file=sys.stderr)
         return EXIT_DIVERGED
     except TrainingStopped as err:
-        print(f"catgan {args.command}: {err}", file=sys.stderr)
+        if err.run_dir is not None or ProcessGroup.from_environment() is None:  # rank 0 says where it saved
+            print(f"catgan {args.command}: {err}", file=sys.stderr)
         return err.exit_status
     except CatGANError as err:
         print(f"catgan {args.command}: error: {err}", file=sys.stderr)
