@@ -287,15 +287,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except TrainingDiverged as err:
-        print(f"catgan {args.command}: stopped: {err}", file=sys.stderr)
+        _say(f"catgan {args.command}: stopped: {err}")
         return EXIT_DIVERGED
     except TrainingStopped as err:
-        if err.run_dir is not None or ProcessGroup.from_environment() is None:  # rank 0 says where it saved
-            print(f"catgan {args.command}: {err}", file=sys.stderr)
+        _say(f"catgan {args.command}: {err}")
         return err.exit_status
     except CatGANError as err:
-        print(f"catgan {args.command}: error: {err}", file=sys.stderr)
+        _say(f"catgan {args.command}: error: {err}")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print(f"catgan {args.command}: interrupted", file=sys.stderr)
+        _say(f"catgan {args.command}: interrupted")
         return EXIT_INTERRUPTED
+
+
+def _say(line: str) -> None:
+    """A closing line on stderr; of several processes started by torchrun, rank 0 alone says it."""
+    try:
+        group = ProcessGroup.from_environment()
+    except CatGANError:
+        group = None
+    if group is None or group.is_main:
+        print(line, file=sys.stderr)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -104,11 +105,11 @@ class ProcessGroup:
         if differing:
             raise CatGANError(f"the processes disagree about {what}: rank {differing[0]} differs from rank 0")
 
-    def any_true(self, flag: int, device: torch.device) -> int:
-        """The largest ``flag`` over the processes (a host synchronisation: call it rarely)."""
-        tensor = torch.tensor([flag], dtype=torch.int64, device=device)
+    def largest(self, values: list[int], device: torch.device) -> list[int]:
+        """Each of ``values`` maximised over the processes (a host synchronisation: call it rarely)."""
+        tensor = torch.tensor(values, dtype=torch.int64, device=device)
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-        return int(tensor.item())
+        return tensor.tolist()
 
 
 def digest(array: np.ndarray) -> str:
@@ -178,9 +179,11 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         self._check_input_dim(x)
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
-        count = x.numel() // x.shape[1] * dist.get_world_size()
-        values = x.float()
-        mean = _AllReduce.apply(values.sum(dims)) / count
+        values = x.to(torch.promote_types(x.dtype, torch.float32))
+        local_count = values.new_full((1,), x.numel() // x.shape[1])
+        sums = _AllReduce.apply(torch.cat([values.sum(dims), local_count]))  # per-channel sums, then the count
+        count = sums[-1].detach()
+        mean = sums[:-1] / count
         centred = values - mean.view(shape)
         variance = _AllReduce.apply(centred.pow(2).sum(dims)) / count
         y = centred * torch.rsqrt(variance + self.eps).view(shape)
@@ -191,7 +194,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
                 self.num_batches_tracked.add_(1)
                 factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
                 self.running_mean.lerp_(mean, factor)
-                self.running_var.lerp_(variance * count / max(count - 1, 1), factor)
+                self.running_var.lerp_(variance * count / (count - 1).clamp(min=1), factor)
         return y.to(x.dtype)
 
 
@@ -222,7 +225,9 @@ class DistributedCatGAN:
         ids = [device.index] if device.type == "cuda" else None
         # the batch-norm running statistics come from the global batch, the same in every process:
         # nothing to broadcast at each forward pass
-        wrap = functools.partial(nn.parallel.DistributedDataParallel, device_ids=ids, forward_sync_buffers=False)
+        parameters = inspect.signature(nn.parallel.DistributedDataParallel).parameters
+        no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in parameters else {"broadcast_buffers": False}
+        wrap = functools.partial(nn.parallel.DistributedDataParallel, device_ids=ids, **no_sync)
         self.discriminator, self.generator = wrap(model.discriminator), wrap(model.generator)
 
     @property

@@ -41,10 +41,10 @@ def tune_cpu() -> bool:
     """Ask glibc's allocator to keep freed memory for reuse instead of returning it to the kernel.
 
     By default glibc serves blocks above a few megabytes with mmap and unmaps them when freed, so
-    every step's activations fault in fresh, zeroed pages (about a quarter of a step's time for
-    the 28x28 networks at batch 100 on a 2-core CPU). Afterwards blocks up to 32 MiB come from the
-    heap, and up to 1 GiB of freed heap stays with the process. Process-wide, done once; returns
-    whether it took effect (False where the C library is not glibc).
+    every step's activations fault in fresh, zeroed pages. Afterwards blocks up to 32 MiB come
+    from the heap, and up to 1 GiB of freed heap stays with the process (a notebook that trains
+    keeps it). Process-wide, done once; returns whether it took effect (False where the C library
+    is not glibc).
     """
     global _cpu_tuned
     if _cpu_tuned is None:

@@ -38,7 +38,8 @@ from catgan.diagnostics import (
     d_score,
     gradient_norm,
 )
-from catgan.distributed import DistributedCatGAN, ProcessGroup, convert_batch_norm, digest, gather
+from catgan.distributed import DistributedCatGAN, ProcessGroup, convert_batch_norm, digest
+from catgan.distributed import gather as gather_across_processes
 from catgan.losses import discriminator_terms, generator_terms
 from catgan.metrics import clustering_report, error_rate
 from catgan.models import CatGAN, frozen_batchnorm_statistics
@@ -418,8 +419,15 @@ class Trainer:
         self.group = group
         self.device = resolve_device(config.device)
         if group is not None:
+            if run_dir is not None and not group.is_main:
+                raise CatGANError(f"only the process of rank 0 writes the run directory; rank {group.rank} was given one")
+            if config.compile != "off":
+                raise CatGANError("--compile with several processes is untested; train them without it")
             self.device = group.device(self.device)
             group.start(self.device)
+        if config.precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise CatGANError(f"--precision bf16: {torch.cuda.get_device_name(self.device)} has no bfloat16 support; "
+                              "use --precision fp32")
         world = group.world_size if group is not None else 1
         self.num_clusters = config.clusters or data.num_classes
         if config.uses_labels and self.num_clusters != data.num_classes:
@@ -452,9 +460,10 @@ class Trainer:
         self.networks: CatGAN | DistributedCatGAN = self.model
         self._gather_across = None
         if group is not None:
-            group.check_agreement("the seed and the labelled subset", (config.seed, digest(self.labelled)))
+            group.check_agreement("the seed, the labelled subset and the data",
+                                  (config.seed, digest(self.labelled), self.data_fingerprint["sha256"]))
             convert_batch_norm(self.model)
-            self.networks, self._gather_across = DistributedCatGAN(self.model, self.device), gather
+            self.networks, self._gather_across = DistributedCatGAN(self.model, self.device), gather_across_processes
         self.opt_d, self.opt_g = make_optimizers(self.model, self.config)
         # D's weights averaged over the updates, for evaluation (None: evaluate D as trained)
         self.weight_average = WeightAverage(self.model.discriminator, config.ema_decay) if config.ema_decay else None
@@ -585,8 +594,8 @@ class Trainer:
         while self.step < total:
             try:
                 self._one_step(total, bar)
-                stopping = self._stop_now(stop, total)
-                if stopping or self._checkpoint_due():
+                stopping, checkpoint_due = self._stop_or_save(stop, total)
+                if stopping or checkpoint_due:
                     self.save_checkpoint()
             except _NonFinite as error:
                 if not self._restart(error.warning):
@@ -597,17 +606,22 @@ class Trainer:
             if stopping:
                 raise TrainingStopped(stop.signum, self.step, self.run_dir)
 
-    def _stop_now(self, stop: "_StopSignals", total: int) -> bool:
-        """Whether a signal stops training after this step. With several processes, a signal to
-        any stops all at the same step: they share at the logging cadence whether one arrived
-        (a host synchronisation, hence not at every step)."""
+    def _stop_or_save(self, stop: "_StopSignals", total: int) -> tuple[bool, bool]:
+        """Whether a signal stops training after this step, and whether a checkpoint is due.
+
+        With several processes every one must decide alike (a checkpoint checks the weights, a
+        stop ends the collectives): they share, at the logging cadence, whether any received a
+        signal and whether rank 0's checkpoint time has come (a host synchronisation, hence not
+        at every step); checkpoints by step count need no sharing."""
         if self.group is None:
-            return stop.signum is not None
+            return stop.signum is not None, self._checkpoint_due()
+        by_steps = bool(self.config.checkpoint_steps) and self.step % self.config.checkpoint_steps == 0
         if self.step % self.config.log_every and self.step != total:
-            return False
-        signum = self.group.any_true(stop.signum or 0, self.device)
+            return False, by_steps
+        signum, due = self.group.largest([stop.signum or 0, int(self.group.is_main and self._checkpoint_due())],
+                                         self.device)
         stop.signum = signum or None
-        return stop.signum is not None
+        return stop.signum is not None, by_steps or bool(due)
 
     def _one_step(self, total: int, bar) -> None:
         """One step of the schedule, its log record when due, and the end of an epoch when due."""
@@ -641,6 +655,8 @@ class Trainer:
                                      "message": warning.message, "lr_scale": scale}]
         seconds, resumed_at, commits = self.seconds(), self.resumed_at, self.git_commits
         self.load_training_state(good)
+        if self.group is not None:  # after a resume, the state went back to holds rank 0's random state
+            torch.manual_seed(self.group.seed(config.seed, good["step"], len(restarts)))
         self.restarts, self.lr_scale = restarts, scale
         self.resumed_at, self.git_commits = resumed_at, commits  # the run's history is not undone
         self._elapsed, self._started = seconds, time.perf_counter()
@@ -1076,17 +1092,14 @@ def train(config: TrainConfig, data: ImageData | None = None, log=print, command
         TrainingDiverged: training stopped at a non-finite loss or weight (see `Trainer.fit`).
         TrainingStopped: SIGINT or SIGTERM stopped training after saving a checkpoint.
     """
-    group = ProcessGroup.from_environment()
-    main = group is None or group.is_main
-    log = log if main else _silent
+    group, main, log, config = _this_process(config, log)
     _check_tensorboard(config)
     run_dir = runs.plan_run_dir(config) if main else None
     if data is None:
         data = load_dataset(config)
     log(data.describe())
     with _joined(group):
-        trainer = Trainer(config if main else dataclasses.replace(config, progress=False), data, run_dir, command,
-                          report=None if main else _silent, group=group)
+        trainer = Trainer(config, data, run_dir, command, report=None if main else _silent, group=group)
         if run_dir is not None:
             runs.create_run_dir(run_dir)
         processes = f", {group.world_size} processes" if group is not None else ""
@@ -1094,6 +1107,20 @@ def train(config: TrainConfig, data: ImageData | None = None, log=print, command
             f"{len(trainer.labelled)} labelled images, K = {trainer.num_clusters}, epochs: {trainer.config.epochs})")
         summary = trainer.fit()
     return RunResult(run_dir, summary, data)
+
+
+def _this_process(config: TrainConfig, log) -> tuple[ProcessGroup | None, bool, Callable[[str], None], TrainConfig]:
+    """The torchrun group (None for a single process), whether this process is the one that
+    writes and prints (rank 0), and its log and configuration (no progress bar but on rank 0)."""
+    group = ProcessGroup.from_environment()
+    if group is None:
+        return None, True, log, config
+    if config.download:
+        raise CatGANError("--download with several processes would download once per process; download with one "
+                          "process first (catgan train --download --epochs 1), then start torchrun without it")
+    if group.is_main:
+        return group, True, log, config
+    return group, False, _silent, dataclasses.replace(config, progress=False)
 
 
 def _silent(line: str) -> None:
@@ -1127,9 +1154,6 @@ def resume(run_dir: str | Path, changes: dict[str, Any] | None = None, log=print
             settings, or data other than the run's own; the run directory is then untouched.
         TrainingDiverged, TrainingStopped: as for `train`.
     """
-    group = ProcessGroup.from_environment()
-    main = group is None or group.is_main
-    log = log if main else _silent
     run_dir = Path(run_dir).expanduser()
     if (run_dir / runs.SUMMARY).is_file():
         raise CatGANError(f"{run_dir} has finished (it holds {runs.SUMMARY}); there is nothing to resume")
@@ -1145,12 +1169,11 @@ def resume(run_dir: str | Path, changes: dict[str, Any] | None = None, log=print
         listed = ", ".join(f"{name} (saved {getattr(saved, name)!r}, asked {changes[name]!r})" for name in differing)
         raise CatGANError(f"{run_dir} was trained with other settings: {listed}; resume it with its own")
     config = dataclasses.replace(saved, **{name: changes[name] for name in changes if name in RESUME_MAY_CHANGE})
-    processes = group.world_size if group is not None else 1
-    if training.get("processes", 1) != processes:
-        raise CatGANError(f"{run_dir} was trained by {training.get('processes', 1)} processes; resume it with as many "
-                          f"(this is {processes})")
-    if not main:
-        config = dataclasses.replace(config, progress=False)
+    group, main, log, config = _this_process(config, log)
+    processes, trained_by = group.world_size if group is not None else 1, training.get("processes", 1)
+    if trained_by != processes:
+        raise CatGANError(f"{run_dir} was trained by {trained_by} process{'es' * (trained_by > 1)}; resume it with "
+                          f"as many (this is {processes})")
     _check_tensorboard(config)
     if data is None:
         data = load_dataset(config)

@@ -248,7 +248,17 @@ def device_slug(device: torch.device) -> tuple[str, str]:
         slug = re.sub(r"[^a-z0-9]+", "-", name.lower().replace("nvidia", "")).strip("-")
         return slug, name
     cores = len(os.sched_getaffinity(0))
-    return "cpu", f"{platform.processor() or platform.machine()} CPU, {cores} cores, {torch.get_num_threads()} threads"
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    bf16_units = ", ".join(sorted(flags & {"amx_bf16", "avx512_bf16"})) or "no bfloat16 units"
+    return "cpu", f"{model}, {cores} cores, {torch.get_num_threads()} threads ({bf16_units})"
 
 
 def write_tables(results: list[dict], tta: dict | None, meta: dict, path: Path) -> None:
