@@ -163,10 +163,10 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch normalisation (of (B, C) or (B, C, H, W) inputs) whose batch statistics, in training,
     are those of the global batch of all processes; the same as `nn.BatchNorm1d`/`2d` otherwise.
 
-    Mean and variance come from all-reduced sums (float32, or float64 for float64 inputs) with their
-    gradients, the sample count summed with them; the running
-    statistics are updated as torch's batch norm does (the unbiased variance, ``momentum``), and
-    left alone when ``track_running_stats`` is off (see `catgan.models.frozen_batchnorm_statistics`).
+    Mean and variance come from all-reduced sums (float32, or float64 for float64 inputs) with
+    their gradients, the sample count summed with them; the running statistics are updated as
+    torch's batch norm does (the unbiased variance, ``momentum``), and left alone when
+    ``track_running_stats`` is off (see `catgan.models.frozen_batchnorm_statistics`).
     Its parameters and buffers have batch norm's names, so checkpoints are interchangeable.
     """
 
