@@ -8,7 +8,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ARCHITECTURES", "COMPILE_MODES", "CatGANError", "TrainConfig", "DATASETS", "DEFAULT_EPOCHS", "METHODS", "PRECISIONS"]
+__all__ = [
+    "ARCHITECTURES", "COMPILE_MODES", "CatGANError", "TrainConfig", "DATASETS", "DEFAULT_EPOCHS", "METHODS",
+    "PRECISIONS",
+]
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn", "folder", "arrays")
 METHODS = ("catgan", "supervised")
@@ -185,8 +188,10 @@ class TrainConfig:
             _is_number(self.checkpoint_minutes) and self.checkpoint_minutes >= 0,
             f"checkpoint_minutes must be a number >= 0, got {self.checkpoint_minutes!r}",
         )
-        need(self.precision in PRECISIONS, f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-        need(self.compile in COMPILE_MODES, f"unknown compile mode {self.compile!r}; choose one of {', '.join(COMPILE_MODES)}")
+        need(self.precision in PRECISIONS,
+             f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        need(self.compile in COMPILE_MODES,
+             f"unknown compile mode {self.compile!r}; choose one of {', '.join(COMPILE_MODES)}")
         need(self.on_nan in ON_NAN, f"unknown on_nan {self.on_nan!r}; choose one of {', '.join(ON_NAN)}")
         need(
             _is_number(self.restart_lr_factor) and 0 < self.restart_lr_factor <= 1,

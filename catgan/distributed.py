@@ -117,6 +117,13 @@ def digest(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
 
 
+def _summed(x: Tensor) -> Tensor:
+    """A copy of ``x`` summed over the processes."""
+    total = x.contiguous().clone()
+    dist.all_reduce(total)
+    return total
+
+
 class _Gather(torch.autograd.Function):
     """Concatenate equal-sized tensors of every process along dim 0; the gradient of each slice
     goes back to its process, summed over the processes' losses."""
@@ -131,10 +138,8 @@ class _Gather(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad)
         rank = dist.get_rank()
-        return grad[rank * ctx.rows : (rank + 1) * ctx.rows]
+        return _summed(grad)[rank * ctx.rows : (rank + 1) * ctx.rows]
 
 
 class _AllReduce(torch.autograd.Function):
@@ -142,15 +147,11 @@ class _AllReduce(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
-        total = x.contiguous().clone()
-        dist.all_reduce(total)
-        return total
+        return _summed(x)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad)
-        return grad
+        return _summed(grad)
 
 
 def gather(x: Tensor) -> Tensor:
@@ -227,7 +228,8 @@ class DistributedCatGAN:
         # the batch-norm running statistics come from the global batch, the same in every process:
         # nothing to broadcast at each forward pass
         parameters = inspect.signature(nn.parallel.DistributedDataParallel).parameters
-        no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in parameters else {"broadcast_buffers": False}
+        no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in parameters
+                   else {"broadcast_buffers": False})
         wrap = functools.partial(nn.parallel.DistributedDataParallel, device_ids=ids, **no_sync)
         self.discriminator, self.generator = wrap(model.discriminator), wrap(model.generator)
 

@@ -416,11 +416,12 @@ class Trainer:
     ) -> None:
         self.config = dataclasses.replace(config, epochs=config.resolved_epochs())
         self.data, self.run_dir, self.command = data, run_dir, command
-        self.group = group
+        self.group = group  # world_size reads it
         self.device = resolve_device(config.device)
         if group is not None:
             if run_dir is not None and not group.is_main:
-                raise CatGANError(f"only the process of rank 0 writes the run directory; rank {group.rank} was given one")
+                raise CatGANError(f"only the process of rank 0 writes the run directory; rank {group.rank} "
+                                  "was given one")
             if config.compile != "off":
                 raise CatGANError("--compile with several processes is untested; train them without it")
             self.device = group.device(self.device)
@@ -428,7 +429,7 @@ class Trainer:
         if config.precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise CatGANError(f"--precision bf16: {torch.cuda.get_device_name(self.device)} has no bfloat16 support; "
                               "use --precision fp32")
-        world = group.world_size if group is not None else 1
+        world = self.world_size
         self.num_clusters = config.clusters or data.num_classes
         if config.uses_labels and self.num_clusters != data.num_classes:
             raise CatGANError(
@@ -460,8 +461,6 @@ class Trainer:
         self.networks: CatGAN | DistributedCatGAN = self.model
         self._gather_across = None
         if group is not None:
-            group.check_agreement("the seed, the labelled subset and the data",
-                                  (config.seed, digest(self.labelled), self.data_fingerprint["sha256"]))
             convert_batch_norm(self.model)
             self.networks, self._gather_across = DistributedCatGAN(self.model, self.device), gather_across_processes
         self.opt_d, self.opt_g = make_optimizers(self.model, self.config)
@@ -526,6 +525,9 @@ class Trainer:
             TrainingStopped: SIGINT or SIGTERM arrived; a checkpoint of the last finished step is saved.
         """
         config = self.config
+        if self.group is not None:  # after resume() has set the fingerprint it checked: not hashed twice
+            self.group.check_agreement("the seed, the labelled subset and the data",
+                                       (config.seed, digest(self.labelled), self.data_fingerprint["sha256"]))
         self._started = self._last_save = time.perf_counter()
         if resume is None:
             if self.run_dir is not None and (self.run_dir / runs.CONFIG).exists():
@@ -558,7 +560,7 @@ class Trainer:
                 self.save_checkpoint()  # before the final record, so that a resume from it writes that record once
                 figures = self.evaluate_test() if len(self.data.x_test) else {}
                 if figures:
-                    self._append_metrics({"split": "test", "seconds": round(self.seconds(), 3), **figures})
+                    self._append_test_record(figures)
                 summary = {**figures, **self._common_summary()}
                 if self.run_dir is not None and config.method == "catgan":
                     self.save_samples(self.run_dir / runs.SAMPLES)
@@ -613,15 +615,15 @@ class Trainer:
         stop ends the collectives): they share, at the logging cadence, whether any received a
         signal and whether rank 0's checkpoint time has come (a host synchronisation, hence not
         at every step); checkpoints by step count need no sharing."""
+        by_steps = self._checkpoint_due_by_steps()
         if self.group is None:
-            return stop.signum is not None, self._checkpoint_due()
-        by_steps = bool(self.config.checkpoint_steps) and self.step % self.config.checkpoint_steps == 0
+            return stop.signum is not None, by_steps or self._checkpoint_due_by_time()
         if self.step % self.config.log_every and self.step != total:
             return False, by_steps
-        signum, due = self.group.largest([stop.signum or 0, int(self.group.is_main and self._checkpoint_due())],
-                                         self.device)
+        due_on_main = self.group.is_main and self._checkpoint_due_by_time()
+        signum, by_time = self.group.largest([stop.signum or 0, int(due_on_main)], self.device)
         stop.signum = signum or None
-        return stop.signum is not None, by_steps or bool(due)
+        return stop.signum is not None, by_steps or bool(by_time)
 
     def _one_step(self, total: int, bar) -> None:
         """One step of the schedule, its log record when due, and the end of an epoch when due."""
@@ -637,11 +639,12 @@ class Trainer:
         if self.step % self.steps_per_epoch == 0:
             self._end_epoch()
 
-    def _checkpoint_due(self) -> bool:
-        config = self.config
-        if config.checkpoint_steps and self.step % config.checkpoint_steps == 0:
-            return True
-        return bool(config.checkpoint_minutes) and time.perf_counter() - self._last_save >= 60 * config.checkpoint_minutes
+    def _checkpoint_due_by_steps(self) -> bool:
+        return bool(self.config.checkpoint_steps) and self.step % self.config.checkpoint_steps == 0
+
+    def _checkpoint_due_by_time(self) -> bool:
+        minutes = self.config.checkpoint_minutes
+        return bool(minutes) and time.perf_counter() - self._last_save >= 60 * minutes
 
     def _restart(self, warning: TrainingWarning) -> bool:
         """With ``on_nan restart`` and restarts left: go back to the last finite state with lower
@@ -726,7 +729,7 @@ class Trainer:
             self.save_samples(self.run_dir / runs.SAMPLES_DIR / f"epoch-{self.epoch:04d}.png")
         if config.eval_every and self.epoch % config.eval_every == 0 and self.epoch < config.epochs and len(self.data.x_test):
             figures = self.evaluate_test()
-            self._append_metrics({"split": "test", "seconds": round(self.seconds(), 3), **figures})
+            self._append_test_record(figures)
             self._tensorboard_scalars({f"test/{name}": value for name, value in figures.items()})
         self._keep_last_good()
 
@@ -895,6 +898,10 @@ class Trainer:
             self.run_dir / runs.LABELLED,
             {"dataset": self.data.name, "seed": self.config.seed, "split": "train", "indices": self.labelled.tolist()},
         )
+
+    def _append_test_record(self, figures: dict[str, float]) -> None:
+        """A record of test figures, with the training seconds until they were known."""
+        self._append_metrics({"split": "test", "seconds": round(self.seconds(), 3), **figures})
 
     def _append_metrics(self, record: dict[str, Any]) -> None:
         record = {"step": self.step, "epoch": self.epoch, **record}
@@ -1190,7 +1197,8 @@ def resume(run_dir: str | Path, changes: dict[str, Any] | None = None, log=print
         trainer.data_fingerprint = now  # checked above; not hashed again
         log(data.describe())
         total = trainer.config.epochs * trainer.steps_per_epoch
-        log(f"resuming {run_dir} at step {checkpoint['step']} of {total} (device {_device_description(trainer.device)})")
+        log(f"resuming {run_dir} at step {checkpoint['step']} of {total} "
+            f"(device {_device_description(trainer.device)})")
         summary = trainer.fit(resume=checkpoint)
     return RunResult(run_dir if main else None, summary, data)
 
