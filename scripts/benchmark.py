@@ -11,7 +11,10 @@ peak memory of:
 - the reference loop: torchvision's dataset of PIL images with ToTensor and Normalize, a
   DataLoader for the unlabelled and one for the labelled images, the same networks in float32,
   and the losses read back with ``.item()`` at every step (catgan.losses' float-returning
-  ``discriminator_loss`` / ``generator_loss``), the way public CatGAN code is written;
+  ``discriminator_loss`` / ``generator_loss``), the way public CatGAN code is written. Like
+  that code (and pytorch/examples' DCGAN) it also runs D's step's generator pass with gradients
+  recorded (then detached) and lets G's loss compute gradients for D as well, which catgan's
+  steps skip; so its gap to catgan is not the data loading and ``.item()`` alone;
 - catgan's own trainer (`catgan.training.Trainer`), in each ``--precisions`` and, with
   ``--compile``, compiled.
 
@@ -61,17 +64,11 @@ def training_images(arch: str, data_dir: str | None, count: int) -> tuple[ImageD
     dataset, shape = ARCHITECTURES[arch]
     if data_dir:
         data = load_dataset(TrainConfig(dataset=dataset, data_dir=data_dir))
-        source = data.source
+        x, y, classes, source = data.x_train[:count], data.y_train[:count], data.classes, data.source
     else:
-        generator = torch.Generator().manual_seed(0)
-        pixels = torch.randint(256, (count, *shape), generator=generator)
-        labels = torch.arange(count) % 10
-        data = ImageData(dataset, pixels / 127.5 - 1, labels, pixels[:0] / 127.5 - 1, labels[:0],
-                         [str(k) for k in range(10)])
-        source = "random pixels"
-    empty = data.x_train[:0]
-    return ImageData(dataset, data.x_train[:count], data.y_train[:count], empty, data.y_train[:0],
-                     data.classes), source
+        pixels = torch.randint(256, (count, *shape), generator=torch.Generator().manual_seed(0))
+        x, y, classes, source = pixels / 127.5 - 1, torch.arange(count) % 10, [str(k) for k in range(10)], "random pixels"
+    return ImageData(dataset, x, y, x[:0], y[:0], classes), source  # no test split: no final evaluation
 
 
 def measure_fast(spec: dict) -> dict:
@@ -212,7 +209,8 @@ def run_measurement(spec: dict) -> dict:
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        sys.exit(f"benchmark.py: the {spec['loop']} measurement {spec['arch']} batch {spec['batch_size']} failed: {tail}")
+        sys.exit(f"benchmark.py: the {spec['loop']} measurement {spec['arch']} batch {spec['batch_size']} "
+                 f"failed: {tail}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     it_s = result["iterations"] / result["seconds"]
     return {**spec, **result, "iterations_per_second": it_s, "images_per_second": it_s * spec["batch_size"]}
@@ -236,7 +234,7 @@ def time_to_accuracy(args, device_name: str) -> dict:
     reached = next((r for r in tests if r["test_error"] <= TARGET_ERROR), None)
     summary = json.loads((run_dir / "summary.json").read_text())
     return {"command": "catgan train " + " ".join(options), "epochs": summary["epochs"],
-            "evaluations": [{"epoch": r["epoch"], "seconds": r["seconds"], "test_error": r["test_error"]} for r in tests],
+            "evaluations": [{key: r[key] for key in ("epoch", "seconds", "test_error")} for r in tests],
             "seconds_to_target": reached["seconds"] if reached else None, "target_error": TARGET_ERROR,
             "final_test_error": summary["test_error"], "wall_seconds": summary["wall_seconds"]}
 
@@ -338,7 +336,8 @@ def main() -> None:
                 result = run_measurement(spec)
                 results.append(result)
                 print(f"{arch:13s} batch {batch:4d}  {label:42s} {result['iterations_per_second']:7.2f} it/s "
-                      f"{result['images_per_second']:8.0f} images/s  peak {result['peak_memory_mb']:.0f} MiB", flush=True)
+                      f"{result['images_per_second']:8.0f} images/s  peak {result['peak_memory_mb']:.0f} MiB",
+                      flush=True)
     tta = time_to_accuracy(args, str(device)) if args.time_to_accuracy else None
     command = "python scripts/benchmark.py " + " ".join(sys.argv[1:])
     meta = {"device": description, "cuda": device.type == "cuda", "command": command, "commit": git_commit(),
