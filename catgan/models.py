@@ -83,11 +83,19 @@ class GaussianNoise(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not (self.training and self.std > 0):
             return x
-        # std * noise + x in place on the fresh noise tensor: the same values as x + std * noise,
-        # two fewer activation-sized allocations. Under bfloat16 autocast on the CPU the noise is
-        # drawn in float32, which torch draws twice as fast there.
-        dtype = torch.float32 if x.device.type == "cpu" and x.dtype == torch.bfloat16 else x.dtype
-        return torch.randn_like(x, dtype=dtype).mul_(self.std).add_(x)
+        if x.device.type != "cpu" or torch.compiler.is_compiling():
+            return torch.randn_like(x).mul_(self.std).add_(x)
+        # On the CPU, torch's normal_ is fast only on contiguous memory, and draws bfloat16 twice as
+        # slowly as float32. So the noise is float32, drawn over its memory in storage order: for
+        # a contiguous x these are the values of randn_like(x), for a channels-last x the same
+        # i.i.d. draws laid out channels-last. std * noise + x is formed in place on the noise (two
+        # fewer activation-sized allocations); under bfloat16 autocast the sum stays bfloat16, as
+        # the next layer would cast it anyway.
+        noise = torch.empty_like(x, dtype=torch.float32)  # dense: x's strides if x is dense, else contiguous
+        torch.as_strided(noise, (noise.numel(),), (1,)).normal_()
+        if x.dtype == torch.float32:
+            return noise.mul_(self.std).add_(x)
+        return torch.add(x, noise.to(x.dtype), alpha=self.std)
 
     def extra_repr(self) -> str:
         return f"std={self.std}"

@@ -454,8 +454,8 @@ class Trainer:
         else:
             performance.tune_cpu()
         self.model = CatGAN(self.config, data.image_shape, self.num_clusters).to(self.device)
-        performance.prepare_networks([self.model.generator, self.model.discriminator], self.device,
-                                     config.architecture == "conv", config.compile)
+        performance.prepare_networks([self.model.generator, self.model.discriminator], config.architecture == "conv",
+                                     config.compile)
         self._autocast = performance.autocast_for(self.device, config.precision)
         # what the step functions train: the model, or its networks wrapped for several processes
         self.networks: CatGAN | DistributedCatGAN = self.model

@@ -29,6 +29,50 @@ def test_in_place_noise_gives_exactly_the_values_of_x_plus_std_times_noise():
     assert torch.equal(x.grad, torch.ones_like(x))
 
 
+def test_noise_on_a_channels_last_activation_is_drawn_in_storage_order():
+    x = torch.randn(4, 8, 5, 5).contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(1)
+    out = GaussianNoise(0.3)(x)
+    torch.manual_seed(1)
+    draws = torch.randn(4, 5, 5, 8).permute(0, 3, 1, 2)  # the same draws, in channels-last memory order
+    assert torch.equal(out, x + 0.3 * draws)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_noise_on_a_bfloat16_activation_stays_bfloat16():
+    x = torch.randn(4, 8, 5, 5).to(torch.bfloat16)
+    torch.manual_seed(1)
+    out = GaussianNoise(0.3)(x)
+    torch.manual_seed(1)
+    expected = x.float() + 0.3 * torch.randn(4, 8, 5, 5)
+    assert out.dtype == torch.bfloat16
+    assert torch.allclose(out.float(), expected, rtol=2**-7, atol=2**-7)  # bfloat16 keeps 8 significant bits
+
+
+def test_convolutional_networks_train_channels_last_with_the_numbers_of_the_contiguous_layout(make_config, digits):
+    config = make_config(d_noise=0.0)  # noise is drawn in memory order, so it differs between the layouts
+    trainer = Trainer(config, digits, report=lambda line: None)
+    assert trainer.model.discriminator.convs[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert trainer.model.generator.convs[0].weight.is_contiguous(memory_format=torch.channels_last)
+    mlp = Trainer(make_config(architecture="mlp", mlp_width=64), digits, report=lambda line: None)
+    assert all(p.is_contiguous() for p in mlp.model.parameters())  # no convolution: the layout is left alone
+    results = []
+    for layout in (torch.channels_last, torch.contiguous_format):
+        torch.manual_seed(0)
+        model = CatGAN(config, digits.image_shape, 10).to(memory_format=layout)
+        # learning rate 0: G's step sees the D that D's step saw, and each .grad holds its step's gradients
+        opt_d, opt_g = (torch.optim.SGD(network.parameters(), lr=0.0) for network in (model.discriminator, model.generator))
+        torch.manual_seed(1)
+        batch = Batch(digits.x_train[:20], digits.y_train[:20], digits.x_train[20:70])
+        terms = {**discriminator_step(model, opt_d, batch, 1.0), **generator_step(model, opt_g, 50)}
+        results.append((model, terms))
+    (fast, fast_terms), (plain, plain_terms) = results
+    for name in ("loss_d", "marginal_entropy_real", "loss_g"):
+        assert torch.allclose(fast_terms[name], plain_terms[name], rtol=1e-5, atol=1e-6), name
+    for (name, a), b in zip(fast.named_parameters(), plain.parameters()):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-5 * b.grad.abs().max().item()), name
+
+
 def test_in_place_activations_leave_the_gradients_of_the_plain_ones():
     torch.manual_seed(0)
     config = TrainConfig(latent_dim=8, d_width=8, g_width=8, feature_dim=16, d_noise=0.0)
