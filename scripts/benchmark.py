@@ -2,7 +2,7 @@
 
     python scripts/benchmark.py [--device auto] [--batch-sizes 50 100 200] [--precisions fp32 bf16]
                                 [--compile MODE] [--mnist-dir DIR] [--cifar-dir DIR]
-                                [--time-to-accuracy] [--out-dir results]
+                                [--repeats 3] [--time-to-accuracy] [--out-dir results]
 
 For the 28x28 (MNIST) and the 32x32 colour (CIFAR-10) networks at each batch size it measures D+G
 iterations per second, images per second (unlabelled real images consumed, batch size x it/s) and
@@ -19,7 +19,9 @@ peak memory of:
   ``--compile``, compiled.
 
 Every measurement runs in a fresh process (the fast path's allocator setting is process-wide),
-the reference and the fast path alternating, each after ``--warmup`` iterations. The semi-supervised
+after ``--warmup`` iterations. The loops take turns in ``--repeats`` rounds; each figure is the
+median over the rounds, and a loop's speed-up is the median of its ratios to the reference of
+the same round, so that a shared machine's drift between rounds cancels. The semi-supervised
 step is measured: 10 labelled images per class, a labelled batch beside each unlabelled one.
 With ``--time-to-accuracy``, it also trains ``mnist-100`` (seed 0, scripts/compare.py's settings)
 with `catgan train`, evaluating every epoch, and reports the wall seconds until the test error
@@ -37,6 +39,7 @@ import platform
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -216,6 +219,20 @@ def run_measurement(spec: dict) -> dict:
     return {**spec, **result, "iterations_per_second": it_s, "images_per_second": it_s * spec["batch_size"]}
 
 
+def summarise(samples: list[dict], references: list[dict]) -> dict:
+    """One loop's figures from its measurements, one per round: the median it/s, and the median
+    over the rounds of its ratio to the reference measured in the same round (so that the
+    machine's drift between rounds cancels)."""
+    speeds = [sample["iterations_per_second"] for sample in samples]
+    ratios = [sample["iterations_per_second"] / reference["iterations_per_second"]
+              for sample, reference in zip(samples, references)]
+    it_s = statistics.median(speeds)
+    return {**samples[0], "iterations_per_second": it_s, "images_per_second": it_s * samples[0]["batch_size"],
+            "x_reference": statistics.median(ratios), "rounds_iterations_per_second": speeds,
+            "seconds": [sample["seconds"] for sample in samples],
+            "peak_memory_mb": max(sample["peak_memory_mb"] for sample in samples)}
+
+
 def time_to_accuracy(args, device_name: str) -> dict:
     """Train mnist-100 as scripts/compare.py does (seed 0), evaluating every epoch; the wall
     seconds until the test error first reaches TARGET_ERROR, and the final error."""
@@ -264,18 +281,19 @@ def write_tables(results: list[dict], tta: dict | None, meta: dict, path: Path) 
              f"Made by `{meta['command']}` at commit {meta['commit']} (torch {meta['torch']}). "
              f"Iterations are D+G updates (semi-supervised: {LABELS_PER_CLASS} labelled images per class); images/s "
              "counts the unlabelled real images, batch size x it/s. Each figure is one fresh process, timed over "
-             f"{meta['steps']} iterations after {meta['warmup']} of warmup. Peak memory: "
+             f"{meta['steps']} iterations after {meta['warmup']} of warmup; the loops take turns, in "
+             f"{meta['repeats']} rounds. it/s is the median over the rounds (range beside it); x reference is "
+             "the median over the rounds of the ratio to the reference measured in the same round. Peak memory: "
              + ("the peak allocated by CUDA tensors." if meta["cuda"] else
                 "the measuring process's peak resident set, data included."), "",
-             "| networks | batch | loop | it/s | images/s | x reference | peak memory (MiB) |",
-             "|---|---|---|---|---|---|---|"]
+             "| networks | batch | loop | it/s | range | images/s | x reference | peak memory (MiB) |",
+             "|---|---|---|---|---|---|---|---|"]
     for result in results:
-        reference = next(r for r in results if r["loop"] == "reference" and r["arch"] == result["arch"]
-                         and r["batch_size"] == result["batch_size"])
-        ratio = result["iterations_per_second"] / reference["iterations_per_second"]
+        spread = "–".join(f"{speed:.2f}" for speed in (min(result["rounds_iterations_per_second"]),
+                                                          max(result["rounds_iterations_per_second"])))
         lines.append(f"| {result['arch']} | {result['batch_size']} | {result['label']} | "
-                     f"{result['iterations_per_second']:.2f} | {result['images_per_second']:.0f} | {ratio:.2f} | "
-                     f"{result['peak_memory_mb']:.0f} |")
+                     f"{result['iterations_per_second']:.2f} | {spread} | {result['images_per_second']:.0f} | "
+                     f"{result['x_reference']:.2f} | {result['peak_memory_mb']:.0f} |")
     sources = sorted({f"{r['arch']}: {r['source']}" for r in results})
     lines += ["", "Data: " + "; ".join(sources) + "."]
     if tta:
@@ -299,6 +317,8 @@ def main() -> None:
     parser.add_argument("--architectures", nargs="+", default=list(ARCHITECTURES), choices=list(ARCHITECTURES))
     parser.add_argument("--warmup", type=int, default=5, help="iterations before timing (default: 5)")
     parser.add_argument("--steps", type=int, default=30, help="timed iterations; a multiple of --warmup (default: 30)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="rounds: each loop is measured once per round, the loops taking turns (default: 3)")
     parser.add_argument("--mnist-dir", help="folder holding MNIST's four .gz files (default: random pixels)")
     parser.add_argument("--cifar-dir", help="folder holding cifar10.npz (default: random pixels)")
     parser.add_argument("--time-to-accuracy", action="store_true", help="also train mnist-100 (needs --mnist-dir)")
@@ -312,8 +332,9 @@ def main() -> None:
         result = measure_reference(spec) if spec["loop"] == "reference" else measure_fast(spec)
         print(json.dumps(result))
         return
-    if args.warmup < 1 or args.steps < args.warmup or args.steps % args.warmup or min(args.batch_sizes) < 2:
-        sys.exit("benchmark.py: need --warmup >= 1, --steps a multiple of --warmup, batch sizes >= 2")
+    if (args.warmup < 1 or args.steps < args.warmup or args.steps % args.warmup or min(args.batch_sizes) < 2
+            or args.repeats < 1):
+        sys.exit("benchmark.py: need --warmup >= 1, --steps a multiple of --warmup, batch sizes >= 2, --repeats >= 1")
     if args.time_to_accuracy and not args.mnist_dir:
         sys.exit("benchmark.py: --time-to-accuracy needs --mnist-dir")
     from catgan.training import resolve_device
@@ -329,19 +350,22 @@ def main() -> None:
     for arch in args.architectures:
         data_dir = args.mnist_dir if arch == "28x28" else args.cifar_dir
         for batch in args.batch_sizes:
-            for loop, label, precision, compile_mode in loops:
-                spec = {"loop": loop, "label": label, "arch": arch, "batch_size": batch, "precision": precision,
-                        "compile": compile_mode, "device": str(device), "data_dir": data_dir,
-                        "warmup": args.warmup, "steps": args.steps}
-                result = run_measurement(spec)
+            rounds = []  # each round measures every loop once, in turn
+            for _ in range(args.repeats):
+                rounds.append([run_measurement({
+                    "loop": loop, "label": label, "arch": arch, "batch_size": batch, "precision": precision,
+                    "compile": compile_mode, "device": str(device), "data_dir": data_dir, "warmup": args.warmup,
+                    "steps": args.steps}) for loop, label, precision, compile_mode in loops])
+            for position in range(len(loops)):
+                result = summarise([measured[position] for measured in rounds], [measured[0] for measured in rounds])
                 results.append(result)
-                print(f"{arch:13s} batch {batch:4d}  {label:42s} {result['iterations_per_second']:7.2f} it/s "
-                      f"{result['images_per_second']:8.0f} images/s  peak {result['peak_memory_mb']:.0f} MiB",
-                      flush=True)
+                print(f"{arch:13s} batch {batch:4d}  {result['label']:42s} {result['iterations_per_second']:7.2f} it/s "
+                      f"{result['images_per_second']:8.0f} images/s  x{result['x_reference']:.2f}  "
+                      f"peak {result['peak_memory_mb']:.0f} MiB", flush=True)
     tta = time_to_accuracy(args, str(device)) if args.time_to_accuracy else None
     command = "python scripts/benchmark.py " + " ".join(sys.argv[1:])
     meta = {"device": description, "cuda": device.type == "cuda", "command": command, "commit": git_commit(),
-            "torch": torch.__version__, "warmup": args.warmup, "steps": args.steps}
+            "torch": torch.__version__, "warmup": args.warmup, "steps": args.steps, "repeats": args.repeats}
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"benchmark-{slug}.json").write_text(json.dumps({**meta, "results": results, "time_to_accuracy": tta},
