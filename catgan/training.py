@@ -397,7 +397,9 @@ class Trainer:
             training images are never read.
         group: this process's place among several started by torchrun (see
             `catgan.distributed`); None trains in this process alone. Only the process of rank 0
-            should be given a ``run_dir``.
+            should be given a ``run_dir``. The Trainer joins the process group; `train` and
+            `resume` leave it when training ends, while a direct user of the Trainer calls
+            ``torch.distributed.destroy_process_group()`` after ``fit``.
 
     A dataset whose test split is empty trains without the final evaluation (the summary then
     holds no test figures). The records this process writes to ``metrics.jsonl`` (for a resumed
