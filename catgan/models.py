@@ -86,14 +86,15 @@ class GaussianNoise(nn.Module):
         if x.device.type != "cpu" or torch.compiler.is_compiling():
             return torch.randn_like(x).mul_(self.std).add_(x)
         # On the CPU, torch's normal_ is fast only on contiguous memory, and draws bfloat16 twice as
-        # slowly as float32. So the noise is float32, drawn over its memory in storage order: for
-        # a contiguous x these are the values of randn_like(x), for a channels-last x the same
-        # i.i.d. draws laid out channels-last. std * noise + x is formed in place on the noise (two
-        # fewer activation-sized allocations); under bfloat16 autocast the sum stays bfloat16, as
-        # the next layer would cast it anyway.
-        noise = torch.empty_like(x, dtype=torch.float32)  # dense: x's strides if x is dense, else contiguous
+        # slowly as float32. So the noise is drawn over its memory in storage order (for a
+        # contiguous x these are the values of randn_like(x), for a channels-last x the same i.i.d.
+        # draws laid out channels-last), and in float32 for a bfloat16 x. std * noise + x is formed
+        # in place on the noise (two fewer activation-sized allocations); under bfloat16 autocast
+        # the sum stays bfloat16, as the next layer would cast it anyway.
+        dtype = torch.float32 if x.dtype == torch.bfloat16 else x.dtype
+        noise = torch.empty_like(x, dtype=dtype)  # dense: x's strides if x is dense, else contiguous
         torch.as_strided(noise, (noise.numel(),), (1,)).normal_()
-        if x.dtype == torch.float32:
+        if dtype == x.dtype:
             return noise.mul_(self.std).add_(x)
         return torch.add(x, noise.to(x.dtype), alpha=self.std)
 

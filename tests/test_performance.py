@@ -29,6 +29,14 @@ def test_in_place_noise_gives_exactly_the_values_of_x_plus_std_times_noise():
     assert torch.equal(x.grad, torch.ones_like(x))
 
 
+def test_noise_on_a_float64_activation_is_drawn_in_float64():
+    x = torch.randn(4, 8, dtype=torch.float64)
+    torch.manual_seed(1)
+    out = GaussianNoise(0.3)(x)
+    torch.manual_seed(1)
+    assert torch.equal(out, x + 0.3 * torch.randn_like(x))  # float32 only for bfloat16, where it is faster
+
+
 def test_noise_on_a_channels_last_activation_is_drawn_in_storage_order():
     x = torch.randn(4, 8, 5, 5).contiguous(memory_format=torch.channels_last)
     torch.manual_seed(1)
