@@ -8,7 +8,10 @@ terms stay on the device until the logging cadence. What is here tunes what runs
 - CPU: glibc's allocator gives large freed blocks back to the kernel at once, so every training
   step pays for fresh pages of memory (page faults) for its activations; `tune_cpu` asks it to keep
   them. The thread count stays torch's (one per physical core; ``OMP_NUM_THREADS`` overrides it;
-  torchrun sets it to 1 per process).
+  torchrun sets it to 1 per process). With more than one thread, the trainer draws D's noise on
+  all of them, from as many random streams (`catgan.models.NoiseStreams`); importing catgan before
+  torch shortens how long OpenMP's idle threads spin, so that they leave those cores free
+  (``GOMP_SPINCOUNT``, see catgan/__init__.py).
 - CUDA: cuDNN autotunes its convolution algorithms for the fixed batch shapes.
 - Convolutional networks use the channels-last layout, on every device: tensor cores read it
   fastest, and oneDNN's CPU convolutions (forward and backward) run faster in it too. D's noise

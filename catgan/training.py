@@ -42,7 +42,7 @@ from catgan.distributed import DistributedCatGAN, ProcessGroup, convert_batch_no
 from catgan.distributed import gather as gather_across_processes
 from catgan.losses import discriminator_terms, generator_terms
 from catgan.metrics import clustering_report, error_rate
-from catgan.models import CatGAN, frozen_batchnorm_statistics
+from catgan.models import CatGAN, NoiseStreams, drawing_noise_from, frozen_batchnorm_statistics
 from catgan import performance, runs
 
 __all__ = [
@@ -459,6 +459,9 @@ class Trainer:
         performance.prepare_networks([self.model.generator, self.model.discriminator], config.architecture == "conv",
                                      config.compile)
         self._autocast = performance.autocast_for(self.device, config.precision)
+        # D's noise on the CPU: drawn on every thread torch computes with, from streams seeded with the latents
+        threads = torch.get_num_threads()
+        self.noise = NoiseStreams(threads) if self.device.type == "cpu" and threads > 1 else None
         # what the step functions train: the model, or its networks wrapped for several processes
         self.networks: CatGAN | DistributedCatGAN = self.model
         self._gather_across = None
@@ -535,7 +538,7 @@ class Trainer:
             if self.run_dir is not None and (self.run_dir / runs.CONFIG).exists():
                 raise CatGANError(f"{self.run_dir} already holds a run; give the trainer a new directory")
             self._write_start_files()
-            torch.manual_seed(self._draw_seed())  # the noise and latents; whatever ran since __init__
+            self._seed_random(self._draw_seed())  # the noise and latents; whatever ran since __init__
             self._order.manual_seed(config.seed)
             self.git_commits = [runs.git_commit()]
             self._keep_last_good()
@@ -550,7 +553,7 @@ class Trainer:
             self.resumed_at.append(self.step)
             self.git_commits.append(runs.git_commit())
             if self.group is not None:  # the checkpoint holds rank 0's random state: each process takes its own
-                torch.manual_seed(self.group.seed(config.seed, self.step))
+                self._seed_random(self.group.seed(config.seed, self.step))
         total = config.epochs * self.steps_per_epoch
         bar = _progress_bar(total, config, initial=self.step)
         self._writer = _tensorboard_writer(self.run_dir) if config.tensorboard and self.run_dir else None
@@ -586,6 +589,13 @@ class Trainer:
     def _draw_seed(self) -> int:
         """The seed of the latents and noise: the run's, or with several processes one per process."""
         return self.config.seed if self.group is None else self.group.seed(self.config.seed)
+
+    def _seed_random(self, seed: int) -> None:
+        """Seed what the steps draw from: torch's generator (latents, and D's noise on a GPU or with
+        one thread) and the CPU's noise streams."""
+        torch.manual_seed(seed)
+        if self.noise is not None:
+            self.noise.seed(seed)
 
     def seconds(self) -> float:
         """Training seconds so far: this process's, plus those recorded in the checkpoint it
@@ -661,7 +671,7 @@ class Trainer:
         seconds, resumed_at, commits = self.seconds(), self.resumed_at, self.git_commits
         self.load_training_state(good)
         if self.group is not None:  # after a resume, the state went back to holds rank 0's random state
-            torch.manual_seed(self.group.seed(config.seed, good["step"], len(restarts)))
+            self._seed_random(self.group.seed(config.seed, good["step"], len(restarts)))
         self.restarts, self.lr_scale = restarts, scale
         self.resumed_at, self.git_commits = resumed_at, commits  # the run's history is not undone
         self._elapsed, self._started = seconds, time.perf_counter()
@@ -685,13 +695,15 @@ class Trainer:
         practices = Practices(noise, config.label_smoothing, config.label_noise, config.joint_batches,
                               config.feature_matching)
         networks, run = self.networks, {"autocast": self._autocast, "gather": self._gather_across}
-        if config.method == "supervised":
-            terms_d = supervised_step(networks, self.opt_d, batch, practices, **run)
-        else:
-            terms_d = discriminator_step(networks, self.opt_d, batch, config.lam, practices, **run)
-            if (self.step + 1) % config.d_steps == 0:
-                for _ in range(config.g_steps):
-                    terms_g = generator_step(networks, self.opt_g, config.batch_size, practices, batch.x_unl, **run)
+        with drawing_noise_from(self.noise):
+            if config.method == "supervised":
+                terms_d = supervised_step(networks, self.opt_d, batch, practices, **run)
+            else:
+                terms_d = discriminator_step(networks, self.opt_d, batch, config.lam, practices, **run)
+                if (self.step + 1) % config.d_steps == 0:
+                    for _ in range(config.g_steps):
+                        terms_g = generator_step(networks, self.opt_g, config.batch_size, practices, batch.x_unl,
+                                                 **run)
         if self.weight_average is not None:
             self.weight_average.update(self.model.discriminator)
         return terms_d, terms_g
@@ -826,7 +838,7 @@ class Trainer:
             "catgan_version": __version__,
             **({"discriminator_average": self.weight_average.module.state_dict()} if self.weight_average else {}),
             "training": {
-                "rng": _rng_state(self.device),
+                "rng": _rng_state(self.device, self.noise),
                 "order": self._order.get_state(),
                 "unlabelled": self.next_unlabelled.state_dict() if self.next_unlabelled else None,
                 "labelled": self.next_labelled.state_dict() if self.next_labelled else None,
@@ -858,7 +870,10 @@ class Trainer:
             self.weight_average.load_state_dict(
                 {"module": state["discriminator_average"], "updates": training["weight_average_updates"]})
         self.step, self.epoch = state["step"], state["epoch"]
-        _set_rng_state(training["rng"], self.device)
+        if not _set_rng_state(training["rng"], self.device, self.noise):
+            self.monitor.report(f"note: the checkpoint's noise streams do not match this process's "
+                                f"{len(self.noise.generators)} threads; they are reseeded, so the run will not "
+                                "repeat an uninterrupted one exactly")
         self._order.set_state(training["order"])
         for cycler, key in ((self.next_unlabelled, "unlabelled"), (self.next_labelled, "labelled")):
             if cycler is not None:
@@ -1004,8 +1019,9 @@ def _check_tensorboard(config: TrainConfig) -> None:
             raise CatGANError("--tensorboard needs the tensorboard package: pip install tensorboard")
 
 
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    """Every random state training may draw from: torch's (CPU and CUDA), Python's and NumPy's."""
+def _rng_state(device: torch.device, noise: NoiseStreams | None) -> dict[str, Any]:
+    """Every random state training may draw from: torch's (CPU and CUDA), the noise streams',
+    Python's and NumPy's."""
     _, keys, position, has_gauss, cached_gaussian = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
@@ -1015,10 +1031,14 @@ def _rng_state(device: torch.device) -> dict[str, Any]:
     }
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state_all()
+    if noise is not None:
+        state["noise"] = noise.get_state()
     return state
 
 
-def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+def _set_rng_state(state: dict[str, Any], device: torch.device, noise: NoiseStreams | None) -> bool:
+    """Restore `_rng_state`'s ``state``. Returns False when the noise streams could not be restored
+    (the state holds none, or another number of them) and were seeded afresh from the state."""
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     numpy = state["numpy"]
@@ -1026,6 +1046,15 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
                          numpy["cached_gaussian"]))
     if "cuda" in state and device.type == "cuda":
         torch.cuda.set_rng_state_all(state["cuda"])
+    if noise is None:
+        return True
+    if len(state.get("noise", ())) == len(noise.generators):
+        noise.set_state(state["noise"])
+        return True
+    restored = torch.Generator()
+    restored.set_state(state["torch"])
+    noise.seed(int(torch.randint(2**62, (), generator=restored)))
+    return False
 
 
 def _on_cpu(state: Any) -> Any:

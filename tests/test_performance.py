@@ -1,8 +1,13 @@
-"""The fast path: same numbers as the plain computation, bf16 autocast, compile, and the CUDA settings."""
+"""The fast path: same numbers as the plain computation, parallel noise streams, bf16 autocast, compile,
+and the CUDA settings."""
 
+import contextlib
 import math
+import os
 import platform
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -10,7 +15,7 @@ from torch import nn
 
 from catgan import performance
 from catgan.config import CatGANError, TrainConfig
-from catgan.models import CatGAN, GaussianNoise
+from catgan.models import CatGAN, GaussianNoise, NoiseStreams, drawing_noise_from
 from catgan.training import Batch, Trainer, discriminator_step, generator_step, make_optimizers
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: the CUDA fast path "
@@ -55,6 +60,127 @@ def test_noise_on_a_bfloat16_activation_stays_bfloat16():
     expected = x.float() + 0.3 * torch.randn(4, 8, 5, 5)
     assert out.dtype == torch.bfloat16
     assert torch.allclose(out.float(), expected, rtol=2**-7, atol=2**-7)  # bfloat16 keeps 8 significant bits
+
+
+def _draws(states: list[torch.Tensor], sizes: list[int]) -> torch.Tensor:
+    """Standard normal draws of the given sizes, each from a generator in the given state, one after another."""
+    parts = []
+    for state, size in zip(states, sizes):
+        generator = torch.Generator()
+        generator.set_state(state)
+        parts.append(torch.empty(size).normal_(generator=generator))
+    return torch.cat(parts)
+
+
+def test_noise_streams_draw_part_i_of_a_tensor_from_stream_i():
+    streams = NoiseStreams(3, min_part=4)
+    streams.seed(5)
+    before = streams.get_state()
+    values = streams.normal_(torch.empty(31))
+    assert torch.equal(values, _draws(before, [10, 10, 11]))  # parts 31 * i // 3 to 31 * (i + 1) // 3
+    assert len({tuple(part[:5].tolist()) for part in values.split([10, 10, 11])}) == 3  # three distinct streams
+    middle = streams.get_state()
+    small = streams.normal_(torch.empty(11))  # fewer than 3 * 4 values: stream 0 draws them all
+    assert torch.equal(small, _draws(middle[:1], [11]))
+
+
+def test_noise_streams_are_seeded_apart_and_restored_from_their_state():
+    streams, again, other = NoiseStreams(2), NoiseStreams(2), NoiseStreams(2)
+    streams.seed(1), again.seed(1), other.seed(2)
+    assert streams.generators[0].initial_seed() != streams.generators[1].initial_seed()
+    first, second = (s.normal_(torch.empty(300_000)) for s in (streams, again))
+    assert torch.equal(first, second)  # the same seed, the same draws
+    assert not torch.equal(first, other.normal_(torch.empty(300_000)))
+    state = streams.get_state()
+    after = streams.normal_(torch.empty(300_000))
+    streams.set_state(state)
+    assert torch.equal(streams.normal_(torch.empty(300_000)), after)
+    with pytest.raises(ValueError, match="1 stream states for 2 streams"):
+        streams.set_state(state[:1])
+    with pytest.raises(ValueError, match="count must be >= 1"):
+        NoiseStreams(0)
+
+
+def test_gaussian_noise_draws_from_the_streams_inside_the_block_only():
+    streams = NoiseStreams(2, min_part=8)
+    streams.seed(3)
+    x = torch.randn(4, 8, 5, 5).contiguous(memory_format=torch.channels_last)
+    state = streams.get_state()
+    with drawing_noise_from(streams):
+        out = GaussianNoise(0.3)(x)
+    draws = _draws(state, [400, 400]).view(4, 5, 5, 8).permute(0, 3, 1, 2)  # storage order, as without streams
+    assert torch.equal(out, x + 0.3 * draws)
+    with pytest.raises(RuntimeError), drawing_noise_from(streams):
+        raise RuntimeError
+    torch.manual_seed(1)
+    outside = GaussianNoise(0.3)(x.contiguous())  # the block is left even when it raised: the default generator
+    torch.manual_seed(1)
+    assert torch.equal(outside, x + 0.3 * torch.randn_like(x.contiguous()))
+
+
+@contextlib.contextmanager
+def _threads(count: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_trainer_draws_the_noise_on_every_cpu_thread_and_checkpoints_the_streams(make_config, digits):
+    config = make_config(epochs=1)
+    with _threads(1):
+        assert Trainer(config, digits, report=lambda line: None).noise is None  # one thread: torch's generator
+    with _threads(2):
+        trainer = Trainer(config, digits, report=lambda line: None)
+    assert len(trainer.noise.generators) == 2
+    trainer.noise = NoiseStreams(2, min_part=16)  # small networks: split even their small activations
+    trainer.fit()
+    state = trainer.checkpoint_state()
+    assert _same_states(state["training"]["rng"]["noise"], trainer.noise.get_state())
+    fresh = NoiseStreams(2, min_part=16)
+    fresh.seed(config.seed)
+    assert not _same_states(fresh.get_state(), trainer.noise.get_state())  # training drew from the streams
+    weights = []
+    for streams in (NoiseStreams(2, min_part=16), NoiseStreams(2, min_part=16)):
+        resumed = Trainer(config, digits, report=lambda line: None)
+        resumed.noise = streams
+        resumed.load_training_state(state)
+        batch = Batch(digits.x_train[:20], digits.y_train[:20], digits.x_train[20:70])
+        resumed._train_step(batch, 100, {})
+        weights.append(resumed.model.discriminator.convs[0].weight.detach().clone())
+    assert torch.equal(*weights)  # from the checkpoint, the same next step
+
+
+def test_a_checkpoint_without_matching_noise_streams_resumes_with_a_note(make_config, digits):
+    config = make_config(epochs=1)
+    trainer = Trainer(config, digits, report=lambda line: None)
+    trainer.noise = NoiseStreams(2)
+    trainer.fit()
+    state = trainer.checkpoint_state()
+    notes, seeded = [], []
+    for _ in range(2):
+        resumed = Trainer(config, digits, report=notes.append)
+        resumed.noise = NoiseStreams(3)  # another thread count
+        resumed.load_training_state(state)
+        seeded.append(resumed.noise.get_state())
+    assert any("noise streams do not match this process's 3 threads" in note for note in notes)
+    assert _same_states(*seeded)  # reseeded from the checkpoint's random state: still reproducible
+
+
+def _same_states(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_importing_catgan_first_shortens_openmp_spinning_unless_the_user_set_it():
+    code = "import os, catgan, torch; print(os.environ.get('GOMP_SPINCOUNT'))"
+    env = {key: value for key, value in os.environ.items() if key != "GOMP_SPINCOUNT"}
+    run = lambda code, env: subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                           check=True).stdout.strip()
+    assert run(code, env) == "30000"
+    assert run(code, {**env, "GOMP_SPINCOUNT": "5"}) == "5"
+    assert run("import os, torch, catgan; print(os.environ.get('GOMP_SPINCOUNT'))", env) == "None"  # too late
 
 
 def test_convolutional_networks_train_channels_last_with_the_numbers_of_the_contiguous_layout(make_config, digits):
