@@ -82,7 +82,7 @@ class NoiseStreams:
     """Independent random streams from which D's noise is drawn on several CPU threads at once.
 
     torch draws normal values on one thread, and D's noise is some 15 million values per training
-    step of the 28x28 networks at batch 100: a quarter of a CPU step, with the other cores idle.
+    step of the 28x28 networks at batch 100: a quarter to a third of a CPU step, other cores idle.
     Inside `drawing_noise_from`, `GaussianNoise` cuts its noise into ``count`` contiguous parts of
     its memory and draws part i from stream i, each on its own thread (tensors of fewer than
     ``count * min_part`` values come whole from stream 0). The values depend on the streams'
