@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -83,11 +84,12 @@ class NoiseStreams:
 
     torch draws normal values on one thread, and D's noise is some 15 million values per training
     step of the 28x28 networks at batch 100: a quarter to a third of a CPU step, other cores idle.
-    Inside `drawing_noise_from`, `GaussianNoise` cuts its noise into ``count`` contiguous parts of
-    its memory and draws part i from stream i, each on its own thread (tensors of fewer than
-    ``count * min_part`` values come whole from stream 0). The values depend on the streams'
-    states and on ``count``, never on the threads' timing. Each stream is a torch CPU generator
-    with a seed of its own; `get_state` and `set_state` save and restore them all.
+    Inside `drawing_noise_from`, `GaussianNoise` on the CPU (not compiled) cuts its noise into
+    contiguous parts of its memory, as many as there are streams but none smaller than
+    ``min_part`` values, and draws part i from stream i, each on its own thread (a tensor of fewer
+    than ``2 * min_part`` values comes whole from stream 0). The values depend on the streams'
+    states, their number and ``min_part``, never on the threads' timing. Each stream is a torch
+    CPU generator with a seed of its own; `get_state` and `set_state` save and restore them all.
     """
 
     def __init__(self, count: int, min_part: int = 1 << 16) -> None:
@@ -95,7 +97,15 @@ class NoiseStreams:
             raise ValueError(f"count must be >= 1, got {count}")
         self.generators = [torch.Generator() for _ in range(count)]
         self.min_part = min_part
-        self._pool = ThreadPoolExecutor(count - 1, thread_name_prefix="catgan-noise") if count > 1 else None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = -1  # the process that started the pool: a forked child starts its own
+
+    def __getstate__(self) -> dict:
+        return {"states": self.get_state(), "min_part": self.min_part}  # no thread pool
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(len(state["states"]), state["min_part"])
+        self.set_state(state["states"])
 
     def seed(self, seed: int) -> None:
         """Seed the streams with distinct 32-bit seeds (torch's CPU generator keeps 32 bits of a seed)
@@ -115,12 +125,16 @@ class NoiseStreams:
 
     def normal_(self, values: Tensor) -> Tensor:
         """Fill the one-dimensional, contiguous ``values`` with standard normal draws, part i from stream i."""
-        count, total = len(self.generators), values.numel()
-        if self._pool is None or total < count * self.min_part:
+        total = values.numel()
+        count = min(len(self.generators), total // self.min_part)
+        if count < 2:
             return values.normal_(generator=self.generators[0])
+        if self._pool_pid != os.getpid():
+            self._pool = ThreadPoolExecutor(len(self.generators) - 1, thread_name_prefix="catgan-noise")
+            self._pool_pid = os.getpid()
         bounds = [total * part // count for part in range(count + 1)]
         pending = [self._pool.submit(values[start:end].normal_, generator=generator)
-                   for start, end, generator in zip(bounds[1:-1], bounds[2:], self.generators[1:])]
+                   for start, end, generator in zip(bounds[1:-1], bounds[2:], self.generators[1:count])]
         values[:bounds[1]].normal_(generator=self.generators[0])
         for draw in pending:
             draw.result()
@@ -144,8 +158,8 @@ def drawing_noise_from(streams: NoiseStreams | None) -> Iterator[None]:
 class GaussianNoise(nn.Module):
     """Adds N(0, std^2) noise to its input in training mode; the identity in evaluation mode.
 
-    The noise comes from torch's default generator, or on the CPU inside `drawing_noise_from`
-    from the given `NoiseStreams`.
+    The noise comes from torch's default generator, or on the CPU (not compiled) inside
+    `drawing_noise_from` from the given `NoiseStreams`.
     """
 
     def __init__(self, std: float) -> None:

@@ -459,9 +459,13 @@ class Trainer:
         performance.prepare_networks([self.model.generator, self.model.discriminator], config.architecture == "conv",
                                      config.compile)
         self._autocast = performance.autocast_for(self.device, config.precision)
-        # D's noise on the CPU: drawn on every thread torch computes with, from streams seeded with the latents
+        # D's noise on the CPU: drawn on every thread torch computes with, from streams seeded with the
+        # latents (compiled networks draw their own)
         threads = torch.get_num_threads()
-        self.noise = NoiseStreams(threads) if self.device.type == "cpu" and threads > 1 else None
+        self.noise = None
+        if self.device.type == "cpu" and threads > 1 and config.compile == "off":
+            self.noise = NoiseStreams(threads)
+            self.noise.seed(config.seed)
         # what the step functions train: the model, or its networks wrapped for several processes
         self.networks: CatGAN | DistributedCatGAN = self.model
         self._gather_across = None
@@ -871,9 +875,10 @@ class Trainer:
                 {"module": state["discriminator_average"], "updates": training["weight_average_updates"]})
         self.step, self.epoch = state["step"], state["epoch"]
         if not _set_rng_state(training["rng"], self.device, self.noise):
-            self.monitor.report(f"note: the checkpoint's noise streams do not match this process's "
-                                f"{len(self.noise.generators)} threads; they are reseeded, so the run will not "
-                                "repeat an uninterrupted one exactly")
+            self.monitor.report("note: this process draws D's noise from other streams than the checkpoint's "
+                                f"({_streams(self.noise)} against {_streams(training['rng'].get('noise'))}: "
+                                "another thread count or catgan version), so the run will not repeat an "
+                                "uninterrupted one exactly")
         self._order.set_state(training["order"])
         for cycler, key in ((self.next_unlabelled, "unlabelled"), (self.next_labelled, "labelled")):
             if cycler is not None:
@@ -1036,9 +1041,15 @@ def _rng_state(device: torch.device, noise: NoiseStreams | None) -> dict[str, An
     return state
 
 
+def _streams(noise: NoiseStreams | list | None) -> str:
+    count = len(noise.generators if isinstance(noise, NoiseStreams) else noise or ())
+    return f"{count} streams" if count else "torch's generator"
+
+
 def _set_rng_state(state: dict[str, Any], device: torch.device, noise: NoiseStreams | None) -> bool:
-    """Restore `_rng_state`'s ``state``. Returns False when the noise streams could not be restored
-    (the state holds none, or another number of them) and were seeded afresh from the state."""
+    """Restore `_rng_state`'s ``state``. Returns False when D's noise cannot continue as it was
+    drawn: the state holds no noise streams or another number of them (these are then seeded
+    afresh from the state), or it holds streams and this process has none."""
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     numpy = state["numpy"]
@@ -1047,7 +1058,7 @@ def _set_rng_state(state: dict[str, Any], device: torch.device, noise: NoiseStre
     if "cuda" in state and device.type == "cuda":
         torch.cuda.set_rng_state_all(state["cuda"])
     if noise is None:
-        return True
+        return "noise" not in state
     if len(state.get("noise", ())) == len(noise.generators):
         noise.set_state(state["noise"])
         return True

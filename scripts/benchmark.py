@@ -20,8 +20,8 @@ peak memory of:
   ``--compile``, compiled.
 
 Every measurement runs in a fresh process (the fast path's allocator setting is process-wide),
-after ``--warmup`` iterations; catgan's runs with OpenMP's spinning set as importing catgan first
-sets it (``GOMP_SPINCOUNT``), the reference's with OpenMP's default (both: the user's, if set). The loops take turns in ``--repeats`` rounds; each figure is the
+after ``--warmup`` iterations, both loops with OpenMP's spinning as importing catgan first sets it
+(``GOMP_SPINCOUNT``; the user's value, if set). The loops take turns in ``--repeats`` rounds; each figure is the
 median over the rounds, and a loop's speed-up is the median of its ratios to the reference of
 the same round, so that a shared machine's drift between rounds cancels. The semi-supervised
 step is measured: 10 labelled images per class, a labelled batch beside each unlabelled one.
@@ -55,7 +55,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare  # noqa: E402  (scripts/compare.py: the protocols' settings)
 
-import catgan  # noqa: E402  (after torch: this process keeps OpenMP's default spinning)
+import catgan  # noqa: E402
 from catgan.config import TrainConfig  # noqa: E402
 from catgan.data import ImageData, labelled_indices, load_dataset  # noqa: E402
 from catgan.runs import git_commit  # noqa: E402
@@ -213,9 +213,8 @@ _devnull = _DevNull()  # the reference loop formats its log line at every step, 
 def run_measurement(spec: dict) -> dict:
     """One measurement in a fresh process (this script with --measure)."""
     command = [sys.executable, __file__, "--measure", json.dumps(spec)]
-    env = dict(os.environ)
-    if spec["loop"] == "fast":  # as in `catgan train`, where catgan is imported before torch
-        env.setdefault("GOMP_SPINCOUNT", catgan.OPENMP_SPINCOUNT)
+    # OpenMP's spinning as `catgan train` sets it (catgan imported before torch), for both loops
+    env = {**os.environ, "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT", catgan.OPENMP_SPINCOUNT)}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]

@@ -2,8 +2,11 @@
 and the CUDA settings."""
 
 import contextlib
+import copy
 import math
+import multiprocessing
 import os
+import pickle
 import platform
 import shutil
 import subprocess
@@ -80,8 +83,11 @@ def test_noise_streams_draw_part_i_of_a_tensor_from_stream_i():
     assert torch.equal(values, _draws(before, [10, 10, 11]))  # parts 31 * i // 3 to 31 * (i + 1) // 3
     assert len({tuple(part[:5].tolist()) for part in values.split([10, 10, 11])}) == 3  # three distinct streams
     middle = streams.get_state()
-    small = streams.normal_(torch.empty(11))  # fewer than 3 * 4 values: stream 0 draws them all
-    assert torch.equal(small, _draws(middle[:1], [11]))
+    fewer = streams.normal_(torch.empty(11))  # parts of at least 4 values: only 2 of them
+    assert torch.equal(fewer, _draws(middle[:2], [5, 6]))
+    middle = streams.get_state()
+    small = streams.normal_(torch.empty(7))  # too few for two parts: stream 0 draws them all
+    assert torch.equal(small, _draws(middle[:1], [7]))
 
 
 def test_noise_streams_are_seeded_apart_and_restored_from_their_state():
@@ -99,6 +105,20 @@ def test_noise_streams_are_seeded_apart_and_restored_from_their_state():
         streams.set_state(state[:1])
     with pytest.raises(ValueError, match="count must be >= 1"):
         NoiseStreams(0)
+
+
+def test_noise_streams_survive_pickling_and_a_fork():
+    streams = NoiseStreams(2, min_part=8)
+    streams.seed(4)
+    streams.normal_(torch.empty(100))  # starts the thread pool
+    copy = pickle.loads(pickle.dumps(streams))  # the states travel, the pool does not
+    assert torch.equal(copy.normal_(torch.empty(100)), streams.normal_(torch.empty(100)))
+    child = multiprocessing.get_context("fork").Process(target=streams.normal_, args=(torch.empty(100),))
+    child.start()
+    child.join(timeout=60)
+    if child.exitcode is None:
+        child.kill()
+    assert child.exitcode == 0  # the forked child starts its own pool instead of waiting on the parent's
 
 
 def test_gaussian_noise_draws_from_the_streams_inside_the_block_only():
@@ -128,29 +148,38 @@ def _threads(count: int):
         torch.set_num_threads(before)
 
 
+def _small_parts(trainer: Trainer, seed: int) -> Trainer:
+    """The trainer with 2 noise streams that split even the small networks' activations."""
+    trainer.noise = NoiseStreams(2, min_part=16)
+    trainer.noise.seed(seed)
+    return trainer
+
+
 def test_the_trainer_draws_the_noise_on_every_cpu_thread_and_checkpoints_the_streams(make_config, digits):
     config = make_config(epochs=1)
     with _threads(1):
         assert Trainer(config, digits, report=lambda line: None).noise is None  # one thread: torch's generator
     with _threads(2):
         trainer = Trainer(config, digits, report=lambda line: None)
+        assert Trainer(make_config(compile="default"), digits, report=lambda line: None).noise is None
     assert len(trainer.noise.generators) == 2
-    trainer.noise = NoiseStreams(2, min_part=16)  # small networks: split even their small activations
-    trainer.fit()
-    state = trainer.checkpoint_state()
-    assert _same_states(state["training"]["rng"]["noise"], trainer.noise.get_state())
+    _small_parts(trainer, 0).fit()
     fresh = NoiseStreams(2, min_part=16)
     fresh.seed(config.seed)
     assert not _same_states(fresh.get_state(), trainer.noise.get_state())  # training drew from the streams
-    weights = []
-    for streams in (NoiseStreams(2, min_part=16), NoiseStreams(2, min_part=16)):
-        resumed = Trainer(config, digits, report=lambda line: None)
-        resumed.noise = streams
-        resumed.load_training_state(state)
-        batch = Batch(digits.x_train[:20], digits.y_train[:20], digits.x_train[20:70])
-        resumed._train_step(batch, 100, {})
-        weights.append(resumed.model.discriminator.convs[0].weight.detach().clone())
-    assert torch.equal(*weights)  # from the checkpoint, the same next step
+    state = copy.deepcopy(trainer.checkpoint_state())  # not the live weights
+    batch = Batch(digits.x_train[:20], digits.y_train[:20], digits.x_train[20:70])
+    steps = []
+    for other in (trainer, _small_parts(Trainer(config, digits, report=lambda line: None), 99)):
+        other.load_training_state(state)  # the trainer itself goes back to where it was; the fresh one too
+        other._train_step(batch, 100, {})
+        steps.append(other.model.discriminator.convs[0].weight.detach().clone())
+    assert torch.equal(*steps)  # streams seeded otherwise, restored from the checkpoint: the same next step
+    unrestored = _small_parts(Trainer(config, digits, report=lambda line: None), 99)
+    state["training"]["rng"]["noise"] = trainer.noise.get_state()[:1]
+    unrestored.load_training_state(state)
+    unrestored._train_step(batch, 100, {})
+    assert not torch.equal(unrestored.model.discriminator.convs[0].weight, steps[0])  # the streams matter
 
 
 def test_a_checkpoint_without_matching_noise_streams_resumes_with_a_note(make_config, digits):
@@ -160,13 +189,18 @@ def test_a_checkpoint_without_matching_noise_streams_resumes_with_a_note(make_co
     trainer.fit()
     state = trainer.checkpoint_state()
     notes, seeded = [], []
-    for _ in range(2):
+    for seed in (1, 2):
         resumed = Trainer(config, digits, report=notes.append)
         resumed.noise = NoiseStreams(3)  # another thread count
+        resumed.noise.seed(seed)
         resumed.load_training_state(state)
         seeded.append(resumed.noise.get_state())
-    assert any("noise streams do not match this process's 3 threads" in note for note in notes)
+    assert "(3 streams against 2 streams: another thread count" in notes[0] and len(notes) == 2
     assert _same_states(*seeded)  # reseeded from the checkpoint's random state: still reproducible
+    one_thread = Trainer(config, digits, report=notes.append)
+    one_thread.noise = None
+    one_thread.load_training_state(state)
+    assert "(torch's generator against 2 streams" in notes[-1]
 
 
 def _same_states(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
