@@ -93,8 +93,8 @@ class NoiseStreams:
     """
 
     def __init__(self, count: int, min_part: int = 1 << 16) -> None:
-        if count < 1:
-            raise ValueError(f"count must be >= 1, got {count}")
+        if count < 1 or min_part < 1:
+            raise ValueError(f"count and min_part must be >= 1, got {count} and {min_part}")
         self.generators = [torch.Generator() for _ in range(count)]
         self.min_part = min_part
         self._pool: ThreadPoolExecutor | None = None

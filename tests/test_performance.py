@@ -103,8 +103,10 @@ def test_noise_streams_are_seeded_apart_and_restored_from_their_state():
     assert torch.equal(streams.normal_(torch.empty(300_000)), after)
     with pytest.raises(ValueError, match="1 stream states for 2 streams"):
         streams.set_state(state[:1])
-    with pytest.raises(ValueError, match="count must be >= 1"):
+    with pytest.raises(ValueError, match="count and min_part must be >= 1, got 0 and 65536"):
         NoiseStreams(0)
+    with pytest.raises(ValueError, match="got 2 and 0"):
+        NoiseStreams(2, min_part=0)
 
 
 def test_noise_streams_survive_pickling_and_a_fork():
