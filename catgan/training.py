@@ -450,7 +450,13 @@ class Trainer:
                 raise CatGANError(f"labelled must be distinct indices of the {len(data.x_train)} training images")
             if config.uses_labels and len(self.labelled) == 0:
                 raise CatGANError("no training image is labelled")
-        torch.manual_seed(config.seed)
+        # D's noise on the CPU: drawn on every thread torch computes with, from streams seeded with the
+        # latents (compiled networks draw their own)
+        threads = torch.get_num_threads()
+        self.noise = None
+        if self.device.type == "cpu" and threads > 1 and config.compile == "off":
+            self.noise = NoiseStreams(threads)
+        self._seed_random(config.seed)
         if self.device.type == "cuda":
             performance.tune_cuda()
         else:
@@ -459,13 +465,6 @@ class Trainer:
         performance.prepare_networks([self.model.generator, self.model.discriminator], config.architecture == "conv",
                                      config.compile)
         self._autocast = performance.autocast_for(self.device, config.precision)
-        # D's noise on the CPU: drawn on every thread torch computes with, from streams seeded with the
-        # latents (compiled networks draw their own)
-        threads = torch.get_num_threads()
-        self.noise = None
-        if self.device.type == "cpu" and threads > 1 and config.compile == "off":
-            self.noise = NoiseStreams(threads)
-            self.noise.seed(config.seed)
         # what the step functions train: the model, or its networks wrapped for several processes
         self.networks: CatGAN | DistributedCatGAN = self.model
         self._gather_across = None

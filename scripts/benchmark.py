@@ -369,8 +369,8 @@ def main() -> None:
                 print(f"{arch:13s} batch {batch:4d}  {result['label']:42s} {result['iterations_per_second']:7.2f} it/s "
                       f"{result['images_per_second']:8.0f} images/s  x{result['x_reference']:.2f}  "
                       f"peak {result['peak_memory_mb']:.0f} MiB", flush=True)
-    ttas = [time_to_accuracy(args, str(device), precision) for precision in args.tta_precision
-            if args.time_to_accuracy]
+    ttas = [time_to_accuracy(args, str(device), precision) for precision in args.tta_precision] \
+        if args.time_to_accuracy else []
     command = "python scripts/benchmark.py " + " ".join(sys.argv[1:])
     meta = {"device": description, "cuda": device.type == "cuda", "command": command, "commit": git_commit(),
             "torch": torch.__version__, "warmup": args.warmup, "steps": args.steps, "repeats": args.repeats}
