@@ -43,6 +43,7 @@ __all__ = [
     "MLPDiscriminator",
     "MLPGenerator",
     "NoiseStreams",
+    "Upsampling",
     "drawing_noise_from",
     "frozen_batchnorm_statistics",
 ]
@@ -281,22 +282,99 @@ class Discriminator(nn.Module):
         return (logits, features) if return_features else logits
 
 
-def _upsampling(c_in: int, c_out: int, size_in: tuple[int, int], size_out: tuple[int, int]) -> nn.ConvTranspose2d:
-    """A 4x4, stride-2 transposed convolution from ``size_in`` to ``size_out``.
+class _StrideTwoTransposedConv(torch.autograd.Function):
+    """A 4x4, stride-2 transposed convolution (no bias) as one matrix product and four shifted adds.
+
+    With a kernel twice the stride, every output pixel (2q + r) receives exactly two taps per
+    dimension: kernel rows r and r + 2, from input rows q and q - 1. So the products of each input
+    pixel with the 16 kernel taps (one matrix product, (B*h*w, C_in) @ (C_in, 16*C_out)) are added
+    into the outputs at four shifts, one per tap pair (A, B) in {0, 1}^2, and the result is
+    cropped by the padding. The backward pass gathers the output gradient at the same four shifts
+    and takes the two matrix products of a linear layer.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, padding: tuple[int, int], size_out: tuple[int, int]) -> Tensor:
+        batch, c_in, h, w = x.shape
+        c_out = weight.shape[1]
+        # kernel row 2A + r, column 2B + s -> matrix columns ordered (A, B, r, s, C_out); C_out stays
+        # innermost, as in a channels-last weight
+        w_mat = weight.permute(0, 2, 3, 1).reshape(c_in, 2, 2, 2, 2, c_out).transpose(2, 3).reshape(c_in, 16 * c_out)
+        x_mat = x.permute(0, 2, 3, 1).reshape(batch * h * w, c_in)  # (B*h*w, C_in), a view if channels-last
+        taps = (x_mat @ w_mat).view(batch, h, w, 2, 2, 2, 2, c_out)  # (B, h, w, A, B, r, s, C_out)
+        full = taps.new_zeros(batch, h + 1, 2, w + 1, 2, c_out)  # (B, q, r, q', s, C_out): rows 2q + r
+        for a in range(2):
+            for b in range(2):  # input pixel (i, j) with taps (A, B) lands in block (i + A, j + B)
+                full[:, a:a + h, :, b:b + w].add_(taps[:, :, :, a, b].permute(0, 1, 3, 2, 4, 5))
+        ctx.save_for_backward(x_mat, w_mat)
+        ctx.shapes = (batch, c_in, c_out, h, w, padding, size_out)
+        (top, left), (height, width) = padding, size_out
+        out = full.view(batch, 2 * h + 2, 2 * w + 2, c_out)[:, top:top + height, left:left + width]
+        return out.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)  # (B, C_out, H, W)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        x_mat, w_mat = ctx.saved_tensors
+        batch, c_in, c_out, h, w, (top, left), (height, width) = ctx.shapes
+        grad_full = grad_out.new_zeros(batch, 2 * h + 2, 2 * w + 2, c_out)
+        grad_full[:, top:top + height, left:left + width] = grad_out.permute(0, 2, 3, 1)
+        grad_full = grad_full.view(batch, h + 1, 2, w + 1, 2, c_out)
+        grad_taps = grad_out.new_empty(batch, h, w, 2, 2, 2, 2, c_out)
+        for a in range(2):
+            for b in range(2):
+                grad_taps[:, :, :, a, b] = grad_full[:, a:a + h, :, b:b + w].permute(0, 1, 3, 2, 4, 5)
+        grad_taps = grad_taps.view(batch * h * w, 16 * c_out)
+        grad_x = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (grad_taps @ w_mat.t()).view(batch, h, w, c_in).permute(0, 3, 1, 2)
+        if ctx.needs_input_grad[1]:
+            # (C_in, A, B, r, s, C_out) -> (C_in, A, r, B, s, C_out) = (C_in, 4, 4, C_out): a channels-last weight
+            grad_weight = (x_mat.t() @ grad_taps).view(c_in, 2, 2, 2, 2, c_out).transpose(2, 3)
+            grad_weight = grad_weight.reshape(c_in, 4, 4, c_out).permute(0, 3, 1, 2)
+        return grad_x, grad_weight, None, None
+
+
+class Upsampling(nn.ConvTranspose2d):
+    """G's 4x4, stride-2 transposed convolution (no bias) from ``size_in`` to ``size_out``.
 
     Each output size is 2n (padding 1) or 2n - 1 (padding 2, output padding 1), n the input size.
+    With ``by_matrix_product`` set (the trainer sets it on small inputs on CPUs in bfloat16, see
+    `catgan.performance.prepare_networks`), the layer computes the same convolution as one matrix
+    product and four shifted adds (`_StrideTwoTransposedConv`), which a CPU with AMX runs faster
+    than oneDNN's own transposed convolution from small inputs. Under autocast the product and the
+    adds are in the autocast type (an output is rounded at each of its adds, where oneDNN's kernel
+    rounds once).
+    The parameters, and so checkpoints, are those of `torch.nn.ConvTranspose2d`.
     """
-    padding, output_padding = [], []
-    for n_in, n_out in zip(size_in, size_out):
-        if n_out == 2 * n_in:
-            padding.append(1), output_padding.append(0)
-        elif n_out == 2 * n_in - 1:
-            padding.append(2), output_padding.append(1)
-        else:
-            raise ValueError(f"a stride-2 layer cannot map size {n_in} to {n_out}")
-    return nn.ConvTranspose2d(
-        c_in, c_out, 4, stride=2, padding=tuple(padding), output_padding=tuple(output_padding), bias=False
-    )
+
+    def __init__(self, c_in: int, c_out: int, size_in: tuple[int, int], size_out: tuple[int, int]) -> None:
+        padding, output_padding = [], []
+        for n_in, n_out in zip(size_in, size_out):
+            if n_out == 2 * n_in:
+                padding.append(1), output_padding.append(0)
+            elif n_out == 2 * n_in - 1:
+                padding.append(2), output_padding.append(1)
+            else:
+                raise ValueError(f"a stride-2 layer cannot map size {n_in} to {n_out}")
+        super().__init__(c_in, c_out, 4, stride=2, padding=tuple(padding), output_padding=tuple(output_padding),
+                         bias=False)
+        self.size_in = tuple(size_in)
+        self.by_matrix_product = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.by_matrix_product or torch.compiler.is_compiling():
+            return super().forward(x)
+        weight = self.weight
+        if torch.is_autocast_enabled(x.device.type):
+            dtype = torch.get_autocast_dtype(x.device.type)
+            x, weight = x.to(dtype), weight.to(dtype)
+        size_out = tuple(2 * n + 2 - 2 * p + extra for n, p, extra in zip(x.shape[-2:], self.padding,
+                                                                            self.output_padding))
+        with torch.autocast(x.device.type, enabled=False):
+            return _StrideTwoTransposedConv.apply(x, weight, self.padding, size_out)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", by_matrix_product=True" if self.by_matrix_product else "")
 
 
 class Generator(nn.Module):
@@ -328,7 +406,7 @@ class Generator(nn.Module):
             size_in = (heights[stage + 1], widths[stage + 1])
             size_out = (heights[stage], widths[stage])
             layers += [
-                _upsampling(c_in, c_out, size_in, size_out),  # (B, c_out, *size_out)
+                Upsampling(c_in, c_out, size_in, size_out),  # (B, c_out, *size_out)
                 nn.BatchNorm2d(c_out),
                 nn.ReLU(inplace=True),
             ]

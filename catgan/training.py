@@ -463,7 +463,7 @@ class Trainer:
             performance.tune_cpu()
         self.model = CatGAN(self.config, data.image_shape, self.num_clusters).to(self.device)
         performance.prepare_networks([self.model.generator, self.model.discriminator], config.architecture == "conv",
-                                     config.compile)
+                                     config.compile, self.device, config.precision)
         self._autocast = performance.autocast_for(self.device, config.precision)
         # what the step functions train: the model, or its networks wrapped for several processes
         self.networks: CatGAN | DistributedCatGAN = self.model

@@ -18,7 +18,7 @@ from torch import nn
 
 from catgan import performance
 from catgan.config import CatGANError, TrainConfig
-from catgan.models import CatGAN, GaussianNoise, NoiseStreams, drawing_noise_from
+from catgan.models import CatGAN, GaussianNoise, NoiseStreams, Upsampling, drawing_noise_from
 from catgan.training import Batch, Trainer, discriminator_step, generator_step, make_optimizers
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: the CUDA fast path "
@@ -258,6 +258,65 @@ def test_in_place_activations_leave_the_gradients_of_the_plain_ones():
         model.discriminator(torch.cat([x, model.generator(z)])).logsumexp(dim=1).mean().backward()
     for (name, a), b in zip(fast.named_parameters(), plain.parameters()):
         assert torch.equal(a.grad, b.grad), name
+
+
+@pytest.mark.parametrize("size_in, size_out", [((4, 4), (7, 7)), ((4, 4), (8, 8)), ((7, 7), (14, 14)),
+                                               ((4, 7), (7, 14)), ((5, 3), (9, 6))])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_transposed_convolution_by_matrix_product_gives_torchs_values_and_gradients(size_in, size_out, layout):
+    torch.manual_seed(0)
+    layer = Upsampling(6, 5, size_in, size_out).double().to(memory_format=layout)
+    x = torch.randn(3, 6, *size_in, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
+    grad_out = torch.randn(3, 5, *size_out, dtype=torch.float64)
+    results = []
+    for by_matrix_product in (False, True):
+        layer.by_matrix_product = by_matrix_product
+        out = layer(x)
+        assert (type(out.grad_fn).__name__ == "_StrideTwoTransposedConvBackward") == by_matrix_product
+        results.append((out, *torch.autograd.grad(out, [x, layer.weight], grad_out)))
+    for plain, fast in zip(*results):
+        assert fast.shape == plain.shape and fast.dtype == plain.dtype
+        assert torch.allclose(fast, plain, rtol=1e-12, atol=1e-12)
+    # the input's gradient alone, as G's step asks of D's layers (and the weight's alone)
+    layer.weight.requires_grad_(False)
+    assert torch.allclose(torch.autograd.grad(layer(x), x, grad_out)[0], results[0][1], rtol=1e-12, atol=1e-12)
+    layer.weight.requires_grad_(True)
+    assert torch.allclose(torch.autograd.grad(layer(x.detach()), layer.weight, grad_out)[0], results[0][2],
+                          rtol=1e-12, atol=1e-12)
+
+
+def test_transposed_convolution_by_matrix_product_under_bf16_autocast():
+    torch.manual_seed(0)
+    layer = Upsampling(32, 16, (4, 4), (7, 7))
+    x = torch.randn(8, 32, 4, 4, requires_grad=True)
+    grad_out = torch.randn(8, 16, 7, 7)
+    exact = layer.double()(x.double())
+    exact_grads = torch.autograd.grad(exact, [x, layer.weight], grad_out.double())
+    layer.float().by_matrix_product = True
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+    grads = torch.autograd.grad(out, [x, layer.weight], grad_out.to(out.dtype))
+    assert type(out.grad_fn).__name__ == "_StrideTwoTransposedConvBackward"
+    assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=torch.channels_last)
+    assert [g.dtype for g in grads] == [torch.float32, torch.float32]  # each input's own type
+    for fast, plain in zip((out, *grads), (exact, *exact_grads)):
+        error = (fast.double() - plain).abs().max() / plain.abs().max()
+        assert 1e-5 < error < 2e-2  # bfloat16's rounding (2^-8 relative), not float32's, and no more
+
+
+def test_the_fast_path_computes_small_transposed_convolutions_by_matrix_product_on_the_cpu_in_bf16_only():
+    config = TrainConfig(dataset="mnist")
+    for device, precision, compile_mode, expected in [("cpu", "bf16", "off", [True, True, False]),
+                                                      ("cpu", "fp32", "off", [False] * 3),
+                                                      ("cpu", "bf16", "default", [False] * 3),
+                                                      ("cuda", "bf16", "off", [False] * 3)]:
+        model = CatGAN(config, (1, 28, 28), 10)  # G from 4x4 to 7x7, 14x14 and 28x28
+        # (compiling is lazy: nothing is compiled before a forward pass)
+        performance.prepare_networks([model.generator, model.discriminator], True, compile_mode, torch.device(device),
+                                     precision)
+        layers = [m for m in model.generator.modules() if isinstance(m, Upsampling)]
+        assert [layer.size_in for layer in layers] == [(4, 4), (7, 7), (14, 14)]
+        assert [layer.by_matrix_product for layer in layers] == expected, (device, precision, compile_mode)
 
 
 def test_tune_cpu_takes_effect_with_glibc():
