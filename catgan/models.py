@@ -313,6 +313,7 @@ class _StrideTwoTransposedConv(torch.autograd.Function):
         return out.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)  # (B, C_out, H, W)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # the saved matrices are copies: no double backward
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         x_mat, w_mat = ctx.saved_tensors
         batch, c_in, c_out, h, w, (top, left), (height, width) = ctx.shapes
@@ -334,17 +335,28 @@ class _StrideTwoTransposedConv(torch.autograd.Function):
         return grad_x, grad_weight, None, None
 
 
+def transposed_conv_by_matrix_product(x: Tensor, weight: Tensor, padding: tuple[int, int],
+                                      output_padding: tuple[int, int]) -> Tensor:
+    """``F.conv_transpose2d(x, weight, stride=2, padding=padding, output_padding=output_padding)``
+    for a 4x4 ``weight`` (C_in, C_out, 4, 4), no bias, each output padding at most its padding,
+    computed by `_StrideTwoTransposedConv`; the result is channels-last."""
+    size_out = tuple(2 * n + 2 - 2 * p + extra for n, p, extra in zip(x.shape[-2:], padding, output_padding))
+    return _StrideTwoTransposedConv.apply(x, weight, tuple(padding), size_out)
+
+
 class Upsampling(nn.ConvTranspose2d):
     """G's 4x4, stride-2 transposed convolution (no bias) from ``size_in`` to ``size_out``.
 
     Each output size is 2n (padding 1) or 2n - 1 (padding 2, output padding 1), n the input size.
-    With ``by_matrix_product`` set (the trainer sets it on small inputs on CPUs in bfloat16, see
-    `catgan.performance.prepare_networks`), the layer computes the same convolution as one matrix
-    product and four shifted adds (`_StrideTwoTransposedConv`), which a CPU with AMX runs faster
-    than oneDNN's own transposed convolution from small inputs. Under autocast the product and the
-    adds are in the autocast type (an output is rounded at each of its adds, where oneDNN's kernel
-    rounds once).
-    The parameters, and so checkpoints, are those of `torch.nn.ConvTranspose2d`.
+    With ``by_matrix_product`` set (the trainer sets it on inputs of fewer than 64 pixels on CPUs
+    in bfloat16, see `catgan.performance.prepare_networks`), the layer computes the convolution
+    under autocast as one matrix product and four shifted adds
+    (`transposed_conv_by_matrix_product`), which a CPU with AMX runs faster than oneDNN's own
+    transposed convolution from small inputs. The product and the adds are then in the autocast
+    type (an output is rounded at each of its adds, where oneDNN's kernel rounds once). Outside
+    autocast (G's samples and evaluations in float32), on float64 inputs, with ``output_size``
+    and in compiled code, the layer is torch's. The parameters, and so checkpoints, are those of
+    `torch.nn.ConvTranspose2d`.
     """
 
     def __init__(self, c_in: int, c_out: int, size_in: tuple[int, int], size_out: tuple[int, int]) -> None:
@@ -361,17 +373,15 @@ class Upsampling(nn.ConvTranspose2d):
         self.size_in = tuple(size_in)
         self.by_matrix_product = False
 
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.by_matrix_product or torch.compiler.is_compiling():
-            return super().forward(x)
-        weight = self.weight
-        if torch.is_autocast_enabled(x.device.type):
-            dtype = torch.get_autocast_dtype(x.device.type)
-            x, weight = x.to(dtype), weight.to(dtype)
-        size_out = tuple(2 * n + 2 - 2 * p + extra for n, p, extra in zip(x.shape[-2:], self.padding,
-                                                                            self.output_padding))
-        with torch.autocast(x.device.type, enabled=False):
-            return _StrideTwoTransposedConv.apply(x, weight, self.padding, size_out)
+    def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
+        device = x.device.type
+        if (not self.by_matrix_product or output_size is not None or torch.compiler.is_compiling()
+                or not torch.is_autocast_enabled(device) or x.dtype == torch.float64):
+            return super().forward(x, output_size)
+        dtype = torch.get_autocast_dtype(device)
+        with torch.autocast(device, enabled=False):
+            return transposed_conv_by_matrix_product(x.to(dtype), self.weight.to(dtype), self.padding,
+                                                     self.output_padding)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", by_matrix_product=True" if self.by_matrix_product else "")

@@ -20,7 +20,7 @@ terms stay on the device until the logging cadence. What is here tunes what runs
   products in bfloat16, weights and optimiser state in float32); the losses are computed in
   float32 from the logits. It pays on GPUs and on CPUs with AMX or AVX-512 bfloat16 units; it
   changes the numbers a run produces, so it is never switched on for the user. On the CPU, G's
-  transposed convolutions from inputs under 8x8 pixels then run as one matrix product each
+  transposed convolutions from inputs of fewer than 64 pixels then run as one matrix product each
   (`catgan.models.Upsampling`), which AMX computes faster than oneDNN's transposed convolution.
 - ``compile``: ``torch.compile`` each network in place (parameter names, and so checkpoints, are
   unchanged); the mode ``reduce-overhead`` also records CUDA graphs.
