@@ -46,6 +46,7 @@ __all__ = [
     "Upsampling",
     "drawing_noise_from",
     "frozen_batchnorm_statistics",
+    "transposed_conv_by_matrix_product",
 ]
 
 
