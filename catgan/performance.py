@@ -87,8 +87,8 @@ def autocast_for(device: torch.device, precision: str) -> Callable[[], ContextMa
 # G's transposed convolutions from inputs of fewer than 64 pixels run as a matrix product on CPUs in
 # bfloat16. Measured ad hoc on a 2-core Xeon with AMX (torch 2.15, batch 100, one layer's two
 # forward passes and one backward pass as in a training step, median of 25 alternating pairs):
-# from 4x4 inputs 2.2x faster than oneDNN's transposed convolution, from 7x7 1.4x faster, from 8x8
-# 1.6x slower, from 14x14 and 16x16 2.4x to 2.9x slower; in float32 slower from every size.
+# from 4x4 inputs 2.2-2.5x faster than oneDNN's transposed convolution, from 7x7 1.3-1.4x faster,
+# from 8x8 1.6x slower, from 14x14 and 16x16 2.4x to 2.9x slower; in float32 slower from every size.
 MATRIX_PRODUCT_MAX_PIXELS = 63
 
 
