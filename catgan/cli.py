@@ -1,42 +1,38 @@
 """The ``catgan`` command: ``train``, ``evaluate``, ``sample`` and ``plot``.
 
 A thin layer over the library: each handler builds a `TrainConfig` or opens a run directory and
-calls library functions. Bad input ends with one line on stderr and exit status 2; a run whose
-losses stop being finite keeps its last good state and exits with 3; SIGINT (Ctrl-C) and SIGTERM
-save a checkpoint at the next step boundary and exit with 130 and 143 (a second Ctrl-C aborts at
-once); ``catgan train --resume RUN`` continues such a run exactly.
+calls library functions. What belongs to an application is here: the progress bar, the process's
+settings (glibc's allocator, OpenMP's spinning: see `catgan.performance`), signals and exit
+codes. Bad input ends with one line on stderr and exit status 2; the library's messages name
+configuration fields as `name`, shown here as --name. A run whose losses stop being finite keeps
+its last good state and exits with 3; SIGINT (Ctrl-C) and SIGTERM save a checkpoint at the next
+step boundary and exit with 130 and 143 (a second Ctrl-C aborts at once); ``catgan train
+--resume RUN`` continues such a run exactly.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import re
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
-from catgan.config import (
-    ARCHITECTURES,
-    COMPILE_MODES,
-    DATASETS,
-    DEFAULT_EPOCHS,
-    LATENT_DISTRIBUTIONS,
-    METHODS,
-    NOISE_SCHEDULES,
-    ON_NAN,
-    PRECISIONS,
-    RESUME_MAY_CHANGE,
-    CatGANError,
-    TrainConfig,
-    check_seed,
-)
-from catgan.diagnostics import TrainingDiverged
-from catgan.distributed import ProcessGroup
-from catgan.training import TrainingStopped
+from catgan.config import GROUPS, RESUME_MAY_CHANGE, CatGANError, TrainConfig, check_seed
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130
+# GNU OpenMP's idle workers (torch's CPU threads between operations) spin for milliseconds before
+# they sleep (libgomp's default: 300,000 spins), taking the cores on which D's noise is drawn in
+# parallel (catgan.kernels.NoiseStreams). OpenMP reads this once, when torch is first imported; a
+# value the user set wins.
+OPENMP_SPINCOUNT = "30000"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,21 +45,40 @@ class _Parser(argparse.ArgumentParser):
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
-def _add(parser: argparse.ArgumentParser, field: str, help: str, **kwargs) -> None:
-    """A ``--flag`` for config field ``field``; its default (None) leaves the config's own."""
-    default = _DEFAULTS[field]
-    shown = "" if default is None or isinstance(default, bool) else f" (default: {default})"
-    parser.add_argument(f"--{field.replace('_', '-')}", dest=field, default=None, help=help + shown, **kwargs)
+def _add_train_options(train: argparse.ArgumentParser) -> None:
+    """A flag for every configuration field, in `GROUPS`, from the one table in `catgan.config`.
+    A flag left out leaves the configuration's default (its own default is None)."""
+    groups = {key: train.add_argument_group(title) for key, title in GROUPS.items()}
+    for field in dataclasses.fields(TrainConfig):
+        meta, flag = field.metadata, _flag(field.name)
+        help = _flags(meta["help"])
+        if field.default is not None and not isinstance(field.default, bool):
+            help += f" (default: {field.default})"
+        group = groups[meta["group"]]
+        if meta["kind"] is bool:  # a switch that turns the default around
+            if field.default:
+                help += " (on by default; this flag turns it off)"
+            group.add_argument(flag, dest=field.name, action="store_const", const=not field.default, default=None,
+                               help=help)
+            continue
+        kind = meta["kind"] if meta["kind"] in (int, float, str) else _parsed_by(meta["kind"])
+        group.add_argument(flag, dest=field.name, default=None, help=help, choices=meta["choices"],
+                           type=None if meta["choices"] else kind, **meta["command"])
 
 
-def _labels_per_class(text: str) -> int | str:
-    """``all`` or an integer, for --labels-per-class."""
-    if text == "all":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or 'all', got {text!r}") from None
+def _flag(field: str) -> str:
+    """The flag of configuration field ``field``: --name, or --no-name for a switch that is on by default."""
+    return ("--no-" if _DEFAULTS[field] is True else "--") + field.replace("_", "-")
+
+
+def _parsed_by(parse):
+    """``parse`` for argparse: the message of its ValueError becomes a one-line usage error."""
+    def parsed(text: str):
+        try:
+            return parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    return parsed
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -80,88 +95,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "With no options: scikit-learn's digits with 5 labels per class.",
     )
     train.set_defaults(handler=_train)
-    data = train.add_argument_group("data")
-    _add(data, "dataset", "dataset to train on", choices=DATASETS)
-    _add(data, "data_dir", "folder holding the data (default: ./data, and for fashion-mnist also Debian's "
-         "/usr/share/datasets/fashion-mnist); for `arrays`, an .npz file with x_train, y_train, x_test, y_test")
-    data.add_argument("--download", action="store_const", const=True, default=None,
-                      help="let torchvision download the dataset into --data-dir")
-    _add(data, "image_size", "`folder` only: resize images to this many pixels square", type=int)
-    _add(data, "labels_per_class", "labelled images per class, or `all` (every training image labelled); "
-         "0 trains without labels (clustering)", type=_labels_per_class)
-    _add(data, "method", "catgan, or supervised: the same discriminator trained by cross-entropy on the labelled "
-         "images alone, for the same number of updates (the baseline)", choices=METHODS)
-    model = train.add_argument_group("objective and networks")
-    _add(model, "clusters", "K, the number of clusters (default: the number of classes; any K >= 2 without labels)", type=int)
-    _add(model, "lam", "weight of the supervised cross-entropy in the discriminator's loss", type=float)
-    _add(model, "latent_dim", "size of the generator's latent vector", type=int)
-    _add(model, "latent_distribution", "the generator's latent distribution: gaussian N(0, I) or uniform U(-1, 1)",
-         choices=LATENT_DISTRIBUTIONS)
-    _add(model, "architecture", "conv: convolutional networks; mlp: fully connected ones, which read each image as "
-         "a flat vector (the permutation-invariant variant)", choices=ARCHITECTURES)
-    _add(model, "d_width", "conv: channels of the discriminator's first layer", type=int)
-    _add(model, "g_width", "conv: channels of the generator's last hidden layer", type=int)
-    _add(model, "mlp_width", "mlp: W; the discriminator's hidden layers have W, W/2, W/4, W/4 units, the "
-         "generator's two W/2", type=int)
-    _add(model, "feature_dim", "size of the discriminator's penultimate layer", type=int)
-    _add(model, "d_noise", "std of the Gaussian noise on the discriminator's hidden activations", type=float)
-    practices = train.add_argument_group(
-        "GAN practices (off by default; scripts/ablation.py measures each against the defaults)")
-    _add(practices, "instance_noise", "std of Gaussian noise added to every image D trains on, real and generated",
-         type=float)
-    _add(practices, "instance_noise_schedule", "linear: the instance noise falls to 0 over the schedule; constant: "
-         "it stays", choices=NOISE_SCHEDULES)
-    _add(practices, "label_smoothing", "eps: the supervised targets put 1 - eps on the label, eps over all classes",
-         type=float)
-    _add(practices, "label_noise", "share of the labelled batch given a random class at each step", type=float)
-    practices.add_argument("--joint-batches", action="store_const", const=True, default=None,
-                           help="real and generated images through D in one batch (default: separate batches)")
-    _add(practices, "d_steps", "D updates per round of G updates", type=int)
-    _add(practices, "g_steps", "G updates per round", type=int)
-    _add(practices, "lr_g", "G's Adam learning rate (default: --lr)", type=float)
-    _add(practices, "feature_matching", "weight of feature matching (Salimans et al. 2016) in G's loss", type=float)
-    _add(practices, "ema_decay", "evaluate with an exponential moving average of D's weights (e.g. 0.999)",
-         type=float)
-    schedule = train.add_argument_group("schedule")
-    epochs = ", ".join(f"{name} {n}" for name, n in DEFAULT_EPOCHS.items())
-    _add(schedule, "epochs", f"passes over the training images (default per dataset: {epochs})", type=int)
-    _add(schedule, "batch_size", "unlabelled and generated images per step", type=int)
-    _add(schedule, "lr", "Adam learning rate", type=float)
-    _add(schedule, "lr_decay_start", "fraction of the schedule after which the learning rates fall linearly to 0 "
-         "(1: constant)", type=float)
-    _add(schedule, "beta1", "Adam beta1", type=float)
-    _add(schedule, "beta2", "Adam beta2", type=float)
-    _add(schedule, "seed", "seed of the labelled subset, initialisation and batches", type=int)
-    _add(schedule, "device", "auto, cpu, cuda or cuda:N")
-    speed = train.add_argument_group("speed (see the README's \"Speed\" section)")
-    _add(speed, "precision", "fp32, or bf16: forward passes under bfloat16 autocast (faster on GPUs and on CPUs "
-         "with AMX; changes the numbers a run produces)", choices=PRECISIONS)
-    speed.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES,
-                       help="torch.compile both networks, in this mode (alone: default; reduce-overhead also "
-                       "records CUDA graphs)")
-    output = train.add_argument_group("output")
-    _add(output, "out_dir", "parent folder of run directories")
-    _add(output, "name", "run directory name (default: dataset, labels, seed and time); an existing one is refused")
-    _add(output, "eval_every", "also evaluate on the test split every N epochs, for the log only", type=int)
-    _add(output, "log_every", "log loss terms, gradient norms and D-scores every N steps", type=int)
-    _add(output, "sample_every", "also save a grid of samples from fixed noise every N epochs, into RUN/samples/",
-         type=int)
-    output.add_argument("--tensorboard", action="store_const", const=True, default=None,
-                        help="also write the logged figures for TensorBoard into RUN/tensorboard/ "
-                        "(needs: pip install tensorboard)")
-    output.add_argument("--no-progress", dest="progress", action="store_const", const=False, default=None,
-                        help="hide the progress bar")
-    long_runs = train.add_argument_group("long runs")
-    long_runs.add_argument("--resume", metavar="RUN", help="continue the stopped or killed run RUN from its checkpoint, "
-                           "with its saved settings; of the options above only " +
-                           ", ".join("--" + name.replace("_", "-") for name in RESUME_MAY_CHANGE) + " may change")
-    _add(long_runs, "checkpoint_steps", "save a resumable checkpoint every N steps (0: by time only)", type=int)
-    _add(long_runs, "checkpoint_minutes", "and every M minutes (0: by steps only)", type=float)
-    _add(long_runs, "on_nan", "when a loss or weight stops being finite: stop, keeping the last good checkpoint, "
-         "or restart from it with lower learning rates", choices=ON_NAN)
-    _add(long_runs, "max_restarts", "with --on-nan restart: restarts allowed before the run stops", type=int)
-    _add(long_runs, "restart_lr_factor", "with --on-nan restart: each restart multiplies the learning rates by this",
-         type=float)
+    _add_train_options(train)
+    train.add_argument("--resume", metavar="RUN", help="continue the stopped or killed run RUN from its checkpoint, "
+                       "with its saved settings; of the options above only " +
+                       ", ".join(map(_flag, RESUME_MAY_CHANGE)) + " may change")
 
     evaluate = _run_command(
         commands, "evaluate", _evaluate, "evaluate a finished run on its test split",
@@ -196,15 +133,25 @@ def _run_command(commands, name: str, handler, help: str, description: str) -> a
 
 
 def _train(args: argparse.Namespace) -> int:
-    from catgan.training import resume, train
+    from catgan import performance
+    from catgan.distributed import ProcessGroup
+    from catgan.progress import ProgressBar
+    from catgan.runtime import resolve_device
+    from catgan.training import Stop, resume, train
 
     options = {name: value for name, value in vars(args).items() if name in _DEFAULTS and value is not None}
-    if args.resume is not None:
-        TrainConfig(**options)  # the options given must be valid on their own
-        result = resume(args.resume, options)
-    else:
-        config = TrainConfig(**options)
-        result = train(config, command=" ".join(["catgan", *map(shlex.quote, args.argv)]))
+    config = TrainConfig(**options)  # with --resume: the options given must be valid on their own
+    if resolve_device(config.device).type == "cpu":
+        performance.tune_cpu()
+    group = ProcessGroup.from_environment()
+    stop = Stop()
+    with ProgressBar(f"train {config.dataset}", config.progress and (group is None or group.is_main)) as bar, \
+            _StopOnSignals(stop):
+        hooks = {"on_step": bar, "stop": stop, "report": lambda line: bar.write(_flags(line))}
+        if args.resume is not None:
+            result = resume(args.resume, options, **hooks)
+        else:
+            result = train(config, command=" ".join(["catgan", *map(shlex.quote, args.argv)]), **hooks)
     if result.run_dir is None:  # a process other than rank 0 of several: rank 0 reports
         return 0
     _print_figures(result.summary, len(result.data.x_test))
@@ -213,10 +160,35 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+class _StopOnSignals:
+    """While active (in the main thread only), SIGINT and SIGTERM ask training to stop at the next
+    step boundary (the `Stop`'s reason records which); a second SIGINT aborts at once."""
+
+    def __init__(self, stop) -> None:
+        self.stop = stop
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopOnSignals":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.stop.reason and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.stop.reason = signum
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
-    from catgan.runs import load_run
     from catgan.data import load_dataset
-    from catgan.training import evaluate, resolve_device
+    from catgan.evaluation import evaluate
+    from catgan.runs import load_run
+    from catgan.runtime import resolve_device
 
     config, model, classes = load_run(args.run, resolve_device(args.device))
     if args.data_dir is not None:
@@ -235,7 +207,7 @@ def _sample(args: argparse.Namespace) -> int:
     import torch
 
     from catgan.runs import RUN_FILES, load_run, save_image_grid
-    from catgan.training import resolve_device
+    from catgan.runtime import resolve_device
 
     if args.num < 1:
         raise CatGANError(f"--num must be at least 1, got {args.num}")
@@ -277,6 +249,8 @@ def _print_figures(figures: dict, test_images: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``catgan`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPINCOUNT)
     parser = _build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
@@ -284,24 +258,35 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_BAD_INPUT
+    from catgan.diagnostics import TrainingDiverged
+    from catgan.training import TrainingStopped
+
     try:
         return args.handler(args)
     except TrainingDiverged as err:
-        _say(f"catgan {args.command}: stopped: {err}")
+        _say(f"catgan {args.command}: stopped: {_flags(str(err))}")
         return EXIT_DIVERGED
     except TrainingStopped as err:
-        _say(f"catgan {args.command}: {err}")
-        return err.exit_status
+        resume = f"; continue with: catgan train --resume {err.run_dir}" if err.run_dir is not None else ""
+        _say(f"catgan {args.command}: stopped by {signal.Signals(err.reason).name} {err}{resume}")
+        return 128 + err.reason
     except CatGANError as err:
-        _say(f"catgan {args.command}: error: {err}")
+        _say(f"catgan {args.command}: error: {_flags(str(err))}")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         _say(f"catgan {args.command}: interrupted")
         return EXIT_INTERRUPTED
 
 
+def _flags(text: str) -> str:
+    """The library's message with each configuration field it names (as `name`) shown as its flag."""
+    return re.sub(r"`([a-z0-9_]+)`", lambda m: _flag(m[1]) if m[1] in _DEFAULTS else m[0], text)
+
+
 def _say(line: str) -> None:
     """A closing line on stderr; of several processes started by torchrun, rank 0 alone says it."""
+    from catgan.distributed import ProcessGroup
+
     try:
         group = ProcessGroup.from_environment()
     except CatGANError:

@@ -1,4 +1,11 @@
-"""The training configuration: one dataclass, validated on construction, saved with every run."""
+"""The training configuration: one dataclass, validated on construction, saved with every run.
+
+Each field is declared once, with `option`: its default, its help text, the rule its values obey
+(or its allowed values) and the group it belongs to. From that one table come `TrainConfig`'s
+validation, the ``catgan train`` flags and their help (`catgan.cli`), and the estimators'
+parameter documentation (`describe`). Help texts name other fields as `name`; the command line
+shows them as --name. This module imports no torch.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +13,11 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 __all__ = [
-    "ARCHITECTURES", "COMPILE_MODES", "CatGANError", "TrainConfig", "DATASETS", "DEFAULT_EPOCHS", "METHODS",
-    "PRECISIONS",
+    "ARCHITECTURES", "COMPILE_MODES", "CatGANError", "TrainConfig", "DATASETS", "DEFAULT_EPOCHS", "GROUPS",
+    "METHODS", "PRECISIONS", "describe", "option",
 ]
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn", "folder", "arrays")
@@ -26,7 +33,7 @@ RESUME_MAY_CHANGE = ("data_dir", "download", "progress", "checkpoint_steps", "ch
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes seeds below 2**63
 _DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
 
-# Epochs (passes over the unlabelled pool) when --epochs is not given. scikit-learn's digits have
+# Epochs (passes over the unlabelled pool) when `epochs` is not given. scikit-learn's digits have
 # only 1,198 training images, so their schedule needs many more passes for the same updates.
 DEFAULT_EPOCHS = {
     "digits": 300,
@@ -38,10 +45,55 @@ DEFAULT_EPOCHS = {
     "arrays": 50,
 }
 
+# the groups of fields, in the order the command's help shows them
+GROUPS = {
+    "data": "data",
+    "model": "objective and networks",
+    "practices": "GAN practices (off by default; scripts/ablation.py measures each against the defaults)",
+    "schedule": "schedule",
+    "speed": "speed (see the README's \"Speed\" section)",
+    "output": "output",
+    "long runs": "long runs",
+}
+
 
 class CatGANError(ValueError):
     """A problem with the user's input (options, data, run directory), reported in one line.
     A `ValueError`, as scikit-learn and most Python code expect of bad input."""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# A rule: a test of a value and what the value must be, as the error message says it.
+Rule = tuple[Callable[[Any], bool], str]
+POSITIVE_INT: Rule = (lambda v: _is_int(v) and v >= 1, "be a positive integer")
+COUNT: Rule = (lambda v: _is_int(v) and v >= 0, "be an integer >= 0")
+POSITIVE: Rule = (lambda v: _is_number(v) and v > 0, "be a number > 0")
+NON_NEGATIVE: Rule = (lambda v: _is_number(v) and v >= 0, "be a number >= 0")
+SHARE: Rule = (lambda v: _is_number(v) and 0 <= v < 1, "be in [0, 1)")
+FLAG: Rule = (lambda v: isinstance(v, bool), "be True or False")
+
+
+def _or_none(rule: Rule) -> Rule:
+    test, must = rule
+    return (lambda v: v is None or test(v), must)
+
+
+def option(default: Any, help: str, group: str, rule: Rule | None = None, choices: tuple[str, ...] | None = None,
+           kind: type | None = None, label: str | None = None, **command: Any) -> Any:
+    """A `TrainConfig` field: its ``default``, ``help`` and ``group`` (a key of `GROUPS`), the
+    ``rule`` its values obey or the ``choices`` allowed, the ``kind`` of value the command line
+    parses (default: the default's type), the ``label`` errors call it by (default: its name), and
+    extra ``command`` settings for its flag (argparse's keywords)."""
+    metadata = {"help": help, "group": group, "rule": rule, "choices": choices, "kind": kind or type(default),
+                "label": label, "command": command}
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def check_device_name(name: object) -> None:
@@ -56,151 +108,129 @@ def check_seed(seed: object) -> None:
         raise CatGANError(f"seed must be an integer in [0, 2**63), got {seed!r}")
 
 
+def _labels(text: str) -> int | str:
+    """`labels_per_class` from the command line: ``all`` or an integer."""
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"expected an integer or 'all', got {text!r}") from None
+
+
 @dataclass
 class TrainConfig:
     """Every option of a training run. Saved as ``config.json`` and inside each checkpoint."""
 
-    dataset: str = "digits"  # one of DATASETS
-    data_dir: str | None = None  # where the data is; None: ./data (and Debian's folder for fashion-mnist)
-    download: bool = False  # let torchvision download the dataset into data_dir
-    image_size: int = 32  # `folder` only: images are resized to image_size x image_size
-    labels_per_class: int | str = 5  # labelled images per class, or "all"; 0 trains without labels (clustering)
-    method: str = "catgan"  # catgan, or supervised: the same D trained by cross-entropy on the labels alone
-    clusters: int | None = None  # K, the discriminator's outputs; None: the number of classes
-    lam: float = 1.0  # weight of the supervised cross-entropy in D's loss
-    epochs: int | None = None  # passes over the unlabelled pool; None: DEFAULT_EPOCHS[dataset]
-    batch_size: int = 100  # unlabelled (and generated) images per step, at least 2 (batch norm)
-    lr: float = 2e-4  # Adam learning rate of D (and of G unless lr_g is given)
-    lr_g: float | None = None  # Adam learning rate of G; None: lr
-    lr_decay_start: float = 1.0  # fraction of the schedule after which both rates fall linearly to 0 (1: constant)
-    beta1: float = 0.5  # Adam's first-moment decay
-    beta2: float = 0.999  # Adam's second-moment decay
-    architecture: str = "conv"  # conv: convolutional networks; mlp: fully connected (permutation-invariant) ones
-    latent_dim: int = 100  # size of the generator's latent vector
-    latent_distribution: str = "gaussian"  # gaussian: N(0, I); uniform: U(-1, 1) per coordinate
-    d_width: int = 32  # conv only: channels of D's first two layers, doubling at each further halving of the image
-    g_width: int = 32  # conv only: channels of G's last hidden layer, doubling at each step towards its input
-    mlp_width: int = 1000  # mlp only: D's hidden layers have W, W/2, W/4, W/4 units, G's two W/2
-    feature_dim: int = 128  # size of D's penultimate layer
-    d_noise: float = 0.3  # std of the Gaussian noise on D's hidden activations while training
-    instance_noise: float = 0.0  # std of Gaussian noise added to every image D trains on, real and generated
-    instance_noise_schedule: str = "linear"  # linear: the instance noise falls to 0 over the schedule; or constant
-    label_smoothing: float = 0.0  # the supervised term's targets: 1 - eps on the label, eps spread over the K classes
-    label_noise: float = 0.0  # each step, this fraction of the labelled batch gets a random class instead
-    joint_batches: bool = False  # real and generated images through D in one batch (shared batch statistics)
-    d_steps: int = 1  # D updates per round of G updates
-    g_steps: int = 1  # G updates per round
-    feature_matching: float = 0.0  # weight of ||E f(x) - E f(G(z))||^2 in G's loss (f: D's penultimate layer)
-    ema_decay: float = 0.0  # evaluate with an exponential moving average of D's weights (0: off; e.g. 0.999)
-    seed: int = 0  # seeds the labelled subset, initialisation, batches and noise
-    device: str = "auto"  # auto (CUDA when available), cpu, cuda or cuda:N
-    precision: str = "fp32"  # fp32, or bf16: forward passes under bfloat16 autocast (GPUs, CPUs with AMX)
-    compile: str = "off"  # torch.compile both networks: off, default, reduce-overhead (CUDA graphs), max-autotune
-    out_dir: str = "runs"  # parent folder of run directories
-    name: str | None = None  # run directory name; None: dataset, labels, seed and a timestamp
-    eval_every: int = 0  # evaluate on the test split every N epochs, for the log only (0: at the end only)
-    log_every: int = 20  # write loss terms and diagnostics to metrics.jsonl every N steps
-    sample_every: int = 0  # also save a grid from fixed noise every N epochs into samples/ (0: at the end only)
-    tensorboard: bool = False  # also write the logged figures for TensorBoard (needs the tensorboard package)
-    progress: bool = True  # show a progress bar
-    checkpoint_steps: int = 0  # save a resumable checkpoint every N steps (0: by time only)
-    checkpoint_minutes: float = 10.0  # and every M minutes of training (0: by steps only)
-    on_nan: str = "stop"  # a non-finite loss or weight: stop (keep the last good checkpoint) or restart from it
-    max_restarts: int = 3  # with on_nan restart: restarts allowed before the run stops
-    restart_lr_factor: float = 0.5  # with on_nan restart: each restart multiplies both learning rates by this
+    dataset: str = option("digits", "dataset to train on", "data", choices=DATASETS)
+    data_dir: str | None = option(
+        None, "folder holding the data (default: ./data, and for fashion-mnist also Debian's "
+        "/usr/share/datasets/fashion-mnist); for `arrays`, an .npz file with x_train, y_train, x_test, y_test",
+        "data", kind=str)
+    download: bool = option(False, "let torchvision download the dataset into `data_dir`", "data", FLAG)
+    image_size: int = option(32, "`folder` only: resize images to this many pixels square", "data", POSITIVE_INT)
+    labels_per_class: int | str = option(
+        5, "labelled images per class, or `all` (every training image labelled); 0 trains without labels "
+        "(clustering)", "data", (lambda v: v == "all" or (_is_int(v) and v >= 0), "be an integer >= 0 or 'all'"),
+        kind=_labels)
+    method: str = option("catgan", "catgan, or supervised: the same discriminator trained by cross-entropy on the "
+                         "labelled images alone, for the same number of updates (the baseline)", "data",
+                         choices=METHODS)
+    clusters: int | None = option(None, "K, the number of clusters (default: the number of classes; any K >= 2 "
+                                  "without labels)", "model", _or_none((lambda v: _is_int(v) and v >= 2,
+                                                                        "be an integer >= 2")),
+                                  kind=int, label="clusters (K)")
+    lam: float = option(1.0, "weight of the supervised cross-entropy in the discriminator's loss", "model",
+                        NON_NEGATIVE)
+    epochs: int | None = option(None, "passes over the unlabelled pool (default per dataset: " +
+                                ", ".join(f"{name} {n}" for name, n in DEFAULT_EPOCHS.items()) + ")", "schedule",
+                                _or_none(POSITIVE_INT), kind=int)
+    batch_size: int = option(100, "unlabelled (and generated) images per step", "schedule",
+                             (lambda v: _is_int(v) and v >= 2, "be an integer >= 2 (batch norm needs two images)"))
+    lr: float = option(2e-4, "Adam learning rate of D (and of G unless `lr_g` is given)", "schedule", POSITIVE)
+    lr_g: float | None = option(None, "Adam learning rate of G (default: `lr`)", "practices", _or_none(POSITIVE),
+                                kind=float)
+    lr_decay_start: float = option(1.0, "fraction of the schedule after which both learning rates fall linearly "
+                                   "to 0 (1: constant)", "schedule",
+                                   (lambda v: _is_number(v) and 0 <= v <= 1, "be in [0, 1]"))
+    beta1: float = option(0.5, "Adam's first-moment decay", "schedule", SHARE)
+    beta2: float = option(0.999, "Adam's second-moment decay", "schedule", SHARE)
+    architecture: str = option("conv", "conv: convolutional networks; mlp: fully connected ones, which read each "
+                               "image as a flat vector (the permutation-invariant variant)", "model",
+                               choices=ARCHITECTURES)
+    latent_dim: int = option(100, "size of the generator's latent vector", "model", POSITIVE_INT)
+    latent_distribution: str = option("gaussian", "the generator's latent distribution: gaussian N(0, I) or "
+                                      "uniform U(-1, 1) per coordinate", "model", choices=LATENT_DISTRIBUTIONS)
+    d_width: int = option(32, "conv: channels of D's first two layers, doubling at each further halving of the "
+                          "image", "model", POSITIVE_INT)
+    g_width: int = option(32, "conv: channels of G's last hidden layer, doubling at each step towards its input",
+                          "model", POSITIVE_INT)
+    mlp_width: int = option(1000, "mlp: W; D's hidden layers have W, W/2, W/4, W/4 units, G's two W/2", "model",
+                            POSITIVE_INT)
+    feature_dim: int = option(128, "size of D's penultimate layer", "model", POSITIVE_INT)
+    d_noise: float = option(0.3, "std of the Gaussian noise on D's hidden activations while training", "model",
+                            NON_NEGATIVE)
+    instance_noise: float = option(0.0, "std of Gaussian noise added to every image D trains on, real and "
+                                   "generated", "practices", NON_NEGATIVE)
+    instance_noise_schedule: str = option("linear", "linear: the instance noise falls to 0 over the schedule; "
+                                          "constant: it stays", "practices", choices=NOISE_SCHEDULES)
+    label_smoothing: float = option(0.0, "eps: the supervised targets put 1 - eps on the label, eps spread over "
+                                    "the K classes", "practices", SHARE)
+    label_noise: float = option(0.0, "share of the labelled batch given a random class at each step", "practices",
+                                SHARE)
+    joint_batches: bool = option(False, "real and generated images through D in one batch, sharing batch "
+                                 "statistics", "practices", FLAG)
+    d_steps: int = option(1, "D updates per round of G updates", "practices", POSITIVE_INT)
+    g_steps: int = option(1, "G updates per round", "practices", POSITIVE_INT)
+    feature_matching: float = option(0.0, "weight of feature matching, ||E f(x) - E f(G(z))||^2 with f D's "
+                                     "penultimate layer (Salimans et al. 2016), in G's loss", "practices",
+                                     NON_NEGATIVE)
+    ema_decay: float = option(0.0, "evaluate with an exponential moving average of D's weights (0: off; e.g. "
+                              "0.999)", "practices", SHARE)
+    seed: int = option(0, "seed of the labelled subset, initialisation, batches and noise", "schedule")
+    device: str = option("auto", "auto (CUDA when available), cpu, cuda or cuda:N", "schedule")
+    precision: str = option("fp32", "fp32, or bf16: forward passes under bfloat16 autocast (faster on GPUs and on "
+                            "CPUs with AMX; changes the numbers a run produces)", "speed", choices=PRECISIONS)
+    compile: str = option("off", "torch.compile both networks, in this mode (the flag alone: default; "
+                          "reduce-overhead also records CUDA graphs)", "speed", choices=COMPILE_MODES,
+                          label="compile mode", nargs="?", const="default")
+    out_dir: str = option("runs", "parent folder of run directories", "output")
+    name: str | None = option(None, "run directory name (default: dataset, labels, seed and time); an existing one "
+                              "is refused", "output", (lambda v: v is None or (isinstance(v, str) and v not in (
+                                  "", ".", "..") and "/" not in v), "be a plain folder name"), kind=str)
+    eval_every: int = option(0, "also evaluate on the test split every N epochs, for the log only (0: at the end "
+                             "only)", "output", COUNT)
+    log_every: int = option(20, "log loss terms, gradient norms and D-scores every N steps", "output",
+                            POSITIVE_INT)
+    sample_every: int = option(0, "also save a grid of samples from fixed noise every N epochs, into RUN/samples/ "
+                               "(0: at the end only)", "output", COUNT)
+    tensorboard: bool = option(False, "also write the logged figures for TensorBoard into RUN/tensorboard/ "
+                               "(needs: pip install tensorboard)", "output", FLAG)
+    progress: bool = option(True, "show a progress bar", "output", FLAG)
+    checkpoint_steps: int = option(0, "save a resumable checkpoint every N steps (0: by time only)", "long runs",
+                                   COUNT)
+    checkpoint_minutes: float = option(10.0, "and every M minutes of training (0: by steps only)", "long runs",
+                                       NON_NEGATIVE)
+    on_nan: str = option("stop", "when a loss or weight stops being finite: stop, keeping the last good "
+                         "checkpoint, or restart from it with lower learning rates", "long runs", choices=ON_NAN)
+    max_restarts: int = option(3, "with `on_nan` restart: restarts allowed before the run stops", "long runs",
+                               COUNT)
+    restart_lr_factor: float = option(0.5, "with `on_nan` restart: each restart multiplies both learning rates by "
+                                      "this", "long runs", (lambda v: _is_number(v) and 0 < v <= 1, "be in (0, 1]"))
 
     def __post_init__(self) -> None:
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise CatGANError(message)
-
-        need(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
-        need(self.method in METHODS, f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        positive_ints = ("image_size", "latent_dim", "d_width", "g_width", "mlp_width", "feature_dim", "log_every")
-        for name in positive_ints:
-            value = getattr(self, name)
-            need(_is_int(value) and value >= 1, f"{name} must be a positive integer, got {value!r}")
-        need(
-            _is_int(self.batch_size) and self.batch_size >= 2,
-            f"batch_size must be an integer >= 2 (batch norm needs two images), got {self.batch_size!r}",
-        )
-        need(
-            self.labels_per_class == "all" or (_is_int(self.labels_per_class) and self.labels_per_class >= 0),
-            f"labels_per_class must be an integer >= 0 or 'all', got {self.labels_per_class!r}",
-        )
-        need(
-            self.method != "supervised" or self.labels_per_class != 0,
-            "the supervised method needs labels: labels_per_class must be at least 1",
-        )
-        need(
-            self.clusters is None or (_is_int(self.clusters) and self.clusters >= 2),
-            f"clusters (K) must be an integer >= 2, got {self.clusters!r}",
-        )
-        need(_is_number(self.lam) and self.lam >= 0, f"lam must be a number >= 0, got {self.lam!r}")
-        need(
-            self.epochs is None or (_is_int(self.epochs) and self.epochs >= 1),
-            f"epochs must be a positive integer, got {self.epochs!r}",
-        )
-        need(_is_number(self.lr) and self.lr > 0, f"lr must be a number > 0, got {self.lr!r}")
-        need(self.lr_g is None or (_is_number(self.lr_g) and self.lr_g > 0), f"lr_g must be a number > 0, got {self.lr_g!r}")
-        need(
-            self.architecture in ARCHITECTURES,
-            f"unknown architecture {self.architecture!r}; choose one of {', '.join(ARCHITECTURES)}",
-        )
-        need(
-            self.latent_distribution in LATENT_DISTRIBUTIONS,
-            f"unknown latent_distribution {self.latent_distribution!r}; choose one of {', '.join(LATENT_DISTRIBUTIONS)}",
-        )
-        for name in ("instance_noise", "feature_matching"):
-            value = getattr(self, name)
-            need(_is_number(value) and value >= 0, f"{name} must be a number >= 0, got {value!r}")
-        for name in ("label_smoothing", "label_noise", "ema_decay"):
-            value = getattr(self, name)
-            need(_is_number(value) and 0 <= value < 1, f"{name} must be in [0, 1), got {value!r}")
-        for name in ("d_steps", "g_steps"):
-            value = getattr(self, name)
-            need(_is_int(value) and value >= 1, f"{name} must be a positive integer, got {value!r}")
-        need(
-            self.instance_noise_schedule in NOISE_SCHEDULES,
-            f"unknown instance_noise_schedule {self.instance_noise_schedule!r}; choose one of {', '.join(NOISE_SCHEDULES)}",
-        )
-        for name in ("download", "joint_batches", "tensorboard", "progress"):
-            value = getattr(self, name)
-            need(isinstance(value, bool), f"{name} must be True or False, got {value!r}")
-        if self.method == "supervised":  # no generator is trained: its switches would do nothing
-            generator_only = {"d_steps": 1, "g_steps": 1, "lr_g": None, "feature_matching": 0.0, "joint_batches": False}
-            changed = [name for name, default in generator_only.items() if getattr(self, name) != default]
-            need(not changed, f"the supervised method trains no generator; drop {', '.join(changed)}")
-        need(
-            _is_number(self.lr_decay_start) and 0 <= self.lr_decay_start <= 1,
-            f"lr_decay_start must be in [0, 1], got {self.lr_decay_start!r}",
-        )
-        for name in ("beta1", "beta2"):
-            value = getattr(self, name)
-            need(_is_number(value) and 0 <= value < 1, f"{name} must be in [0, 1), got {value!r}")
-        need(_is_number(self.d_noise) and self.d_noise >= 0, f"d_noise must be a number >= 0, got {self.d_noise!r}")
+        for field in dataclasses.fields(self):
+            _check(field, getattr(self, field.name))
         check_seed(self.seed)
         check_device_name(self.device)
-        for name in ("eval_every", "sample_every", "checkpoint_steps", "max_restarts"):
-            value = getattr(self, name)
-            need(_is_int(value) and value >= 0, f"{name} must be an integer >= 0, got {value!r}")
-        need(
-            _is_number(self.checkpoint_minutes) and self.checkpoint_minutes >= 0,
-            f"checkpoint_minutes must be a number >= 0, got {self.checkpoint_minutes!r}",
-        )
-        need(self.precision in PRECISIONS,
-             f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-        need(self.compile in COMPILE_MODES,
-             f"unknown compile mode {self.compile!r}; choose one of {', '.join(COMPILE_MODES)}")
-        need(self.on_nan in ON_NAN, f"unknown on_nan {self.on_nan!r}; choose one of {', '.join(ON_NAN)}")
-        need(
-            _is_number(self.restart_lr_factor) and 0 < self.restart_lr_factor <= 1,
-            f"restart_lr_factor must be in (0, 1], got {self.restart_lr_factor!r}",
-        )
-        need(
-            self.name is None or (isinstance(self.name, str) and self.name not in ("", ".", "..") and "/" not in self.name),
-            f"name must be a plain folder name, got {self.name!r}",
-        )
+        if self.method == "supervised":
+            if self.labels_per_class == 0:
+                raise CatGANError("the supervised method needs labels: labels_per_class must be at least 1")
+            # no generator is trained: its switches would do nothing
+            generator_only = {"d_steps": 1, "g_steps": 1, "lr_g": None, "feature_matching": 0.0, "joint_batches": False}
+            changed = [name for name, default in generator_only.items() if getattr(self, name) != default]
+            if changed:
+                raise CatGANError(f"the supervised method trains no generator; drop {', '.join(changed)}")
 
     @property
     def uses_labels(self) -> bool:
@@ -225,9 +255,22 @@ class TrainConfig:
         return cls(**values)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _check(field: dataclasses.Field, value: Any) -> None:
+    """Refuse ``value`` for ``field`` in one line that says what is allowed."""
+    meta = field.metadata
+    label = meta["label"] or field.name
+    if meta["choices"] is not None and value not in meta["choices"]:
+        raise CatGANError(f"unknown {label} {value!r}; choose one of {', '.join(meta['choices'])}")
+    if meta["rule"] is not None and not meta["rule"][0](value):
+        raise CatGANError(f"{label} must {meta['rule'][1]}, got {value!r}")
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def describe(names: list[str] | None = None, indent: str = "    ") -> str:
+    """The fields ``names`` (default: all), one per line with their default and help, as
+    documentation (the estimators' parameter lists)."""
+    fields = {field.name: field for field in dataclasses.fields(TrainConfig)}
+    lines = []
+    for name in names or list(fields):
+        field = fields[name]
+        lines.append(f"{indent}{name}: {field.metadata['help']} (default: {field.default!r}).")
+    return "\n".join(lines)

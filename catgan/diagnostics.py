@@ -39,15 +39,15 @@ __all__ = [
 
 # Each warning's name and what to try, printed once when it first fires.
 WARNINGS = {
-    "non_finite": "A loss or weight became NaN or infinite; training stopped. Try a lower --lr, or more noise on D "
-                  "(--d-noise), and check the data for NaN pixels",
+    "non_finite": "A loss or weight became NaN or infinite; training stopped. Try a lower `lr`, or more noise on D "
+                  "(`d_noise`), and check the data for NaN pixels",
     "generator_collapse": "The generator makes few kinds of image (D puts its samples into few classes). "
-                          "Try a lower generator learning rate, more D noise (--d-noise), or a longer schedule",
+                          "Try a lower generator learning rate, more D noise (`d_noise`), or a longer schedule",
     "discriminator_overpowering": "The discriminator is sure the generated images are fake and the generator's "
-                                  "gradients have vanished. Try more D noise (--d-noise), a narrower D "
-                                  "(--d-width), or a lower learning rate",
+                                  "gradients have vanished. Try more D noise (`d_noise`), a narrower D "
+                                  "(`d_width`), or a lower learning rate",
     "stuck": "The discriminator is at chance on real images and the losses do not move. Check the data "
-             "(are images scaled to [-1, 1]?), try a higher --lr, or a wider D",
+             "(are images scaled to [-1, 1]?), try a higher `lr`, or a wider D",
 }
 
 
@@ -109,7 +109,7 @@ class HealthMonitor:
     Apart from ``non_finite`` (at once), a warning fires when its condition has held on every
     logged record for at least ``window_steps`` steps (and ``min_logs`` records), and none is
     looked for during the first ``warmup_steps`` steps, when D's outputs are still near uniform.
-    Windows count steps, not records, so ``--log-every`` does not change what fires.
+    Windows count steps, not records, so ``log_every`` does not change what fires.
 
     Args:
         num_clusters: K, D's number of outputs.

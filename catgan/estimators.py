@@ -20,6 +20,8 @@ maximum seen by `fit`: per feature for flat rows, over all pixels for images.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import inspect
 import math
 import numbers
 import warnings
@@ -32,10 +34,12 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
 
-from catgan.config import TrainConfig
+from catgan.config import TrainConfig, describe
 from catgan.data import ImageData
 from catgan.losses import conditional_entropy, marginal_entropy
-from catgan.training import Trainer, predict_features, predict_logits
+from catgan.evaluation import predict_features, predict_logits
+from catgan.progress import ProgressBar
+from catgan.trainer import Trainer
 
 __all__ = ["CatGANClassifier", "CatGANClusterer", "CatGANTrainingWarning", "UNLABELLED", "expected_failed_checks"]
 
@@ -122,13 +126,13 @@ class _CatGANEstimator(TransformerMixin, BaseEstimator):
         y = torch.from_numpy(codes.astype(np.int64))
         data = ImageData("arrays", x, y, x[:0], y[:0], classes, source="fit(X, y)")
         cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-        with torch.random.fork_rng(devices=cuda):  # Trainer seeds torch's generators: give the caller's back
-            trainer = Trainer(config, data, report=_warn, labelled=labelled)
+        with torch.random.fork_rng(devices=cuda), ProgressBar("fit", config.progress) as bar:
+            # Trainer seeds torch's generators: fork_rng gives the caller's back
+            trainer = Trainer(config, data, report=_warn, labelled=labelled, on_step=bar)
             self.summary_ = trainer.fit()
         self.config_ = trainer.config
         self.generator_ = trainer.model.generator.eval().cpu()
-        evaluated = trainer.weight_average.module if trainer.weight_average else trainer.model.discriminator
-        self.discriminator_ = evaluated.eval().cpu()  # on the CPU: a fitted estimator unpickles anywhere
+        self.discriminator_ = trainer.evaluated_discriminator.eval().cpu()  # on the CPU: unpickles anywhere
         self.history_ = trainer.records
         self.n_iter_ = trainer.step
 
@@ -225,41 +229,7 @@ class CatGANClassifier(ClassifierMixin, _CatGANEstimator):
         random_state=None,
         verbose: bool = False,
     ) -> None:
-        self.method = method
-        self.lam = lam
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.lr_g = lr_g
-        self.lr_decay_start = lr_decay_start
-        self.beta1 = beta1
-        self.beta2 = beta2
-        self.latent_dim = latent_dim
-        self.latent_distribution = latent_distribution
-        self.d_width = d_width
-        self.g_width = g_width
-        self.mlp_width = mlp_width
-        self.feature_dim = feature_dim
-        self.d_noise = d_noise
-        self.instance_noise = instance_noise
-        self.instance_noise_schedule = instance_noise_schedule
-        self.label_smoothing = label_smoothing
-        self.label_noise = label_noise
-        self.joint_batches = joint_batches
-        self.d_steps = d_steps
-        self.g_steps = g_steps
-        self.feature_matching = feature_matching
-        self.ema_decay = ema_decay
-        self.log_every = log_every
-        self.on_nan = on_nan
-        self.max_restarts = max_restarts
-        self.restart_lr_factor = restart_lr_factor
-        self.image_shape = image_shape
-        self.device = device
-        self.precision = precision
-        self.compile = compile
-        self.random_state = random_state
-        self.verbose = verbose
+        _store_parameters(self, locals())
 
     def fit(self, X, y) -> "CatGANClassifier":
         """Train on X; ``y == -1`` (or ``"-1"`` for string targets) marks an unlabelled sample.
@@ -355,38 +325,7 @@ class CatGANClusterer(ClusterMixin, _CatGANEstimator):
         random_state=None,
         verbose: bool = False,
     ) -> None:
-        self.n_clusters = n_clusters
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.lr_g = lr_g
-        self.lr_decay_start = lr_decay_start
-        self.beta1 = beta1
-        self.beta2 = beta2
-        self.latent_dim = latent_dim
-        self.latent_distribution = latent_distribution
-        self.d_width = d_width
-        self.g_width = g_width
-        self.mlp_width = mlp_width
-        self.feature_dim = feature_dim
-        self.d_noise = d_noise
-        self.instance_noise = instance_noise
-        self.instance_noise_schedule = instance_noise_schedule
-        self.joint_batches = joint_batches
-        self.d_steps = d_steps
-        self.g_steps = g_steps
-        self.feature_matching = feature_matching
-        self.ema_decay = ema_decay
-        self.log_every = log_every
-        self.on_nan = on_nan
-        self.max_restarts = max_restarts
-        self.restart_lr_factor = restart_lr_factor
-        self.image_shape = image_shape
-        self.device = device
-        self.precision = precision
-        self.compile = compile
-        self.random_state = random_state
-        self.verbose = verbose
+        _store_parameters(self, locals())
 
     def fit(self, X, y=None) -> "CatGANClusterer":
         """Train on X without labels (``y`` is ignored) and set ``labels_``."""
@@ -409,6 +348,26 @@ class CatGANClusterer(ClusterMixin, _CatGANEstimator):
         (CatGAN's own objective on real data, with the entropies of `catgan.losses`)."""
         logits = self._logits(X)
         return float(marginal_entropy(logits) - conditional_entropy(logits))
+
+
+def _store_parameters(estimator: BaseEstimator, arguments: dict[str, Any]) -> None:
+    """Keep each argument of ``__init__`` as the attribute of its name, unchanged (scikit-learn's contract)."""
+    for name, value in arguments.items():
+        if name not in ("self", "__class__"):
+            setattr(estimator, name, value)
+
+
+def _document_parameters(estimator: type, documented: set[str]) -> None:
+    """Append to ``estimator``'s docstring its parameters that are `TrainConfig` fields, described
+    from the configuration's one table (those in ``documented`` have their own entry)."""
+    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    names = [name for name in inspect.signature(estimator.__init__).parameters
+             if name in fields and name not in documented]
+    estimator.__doc__ += "\n    The `TrainConfig` fields among the parameters:\n\n" + describe(names, "        ") + "\n"
+
+
+_document_parameters(CatGANClassifier, {"epochs", "batch_size", "device"})
+_document_parameters(CatGANClusterer, {"epochs", "batch_size", "device"})
 
 
 def expected_failed_checks(estimator: BaseEstimator) -> dict[str, str]:

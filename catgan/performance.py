@@ -1,5 +1,8 @@
-"""The fast path's device settings: memory allocation and threads on the CPU, cuDNN autotuning on
-CUDA, the channels-last layout, bfloat16 autocast, and ``torch.compile``.
+"""The fast path: the kernels that replace network layers (`catgan.kernels`), memory allocation and
+threads on the CPU, cuDNN autotuning on CUDA, the channels-last layout, bfloat16 autocast, and
+``torch.compile``. The trainer switches on what changes no result (`prepare_networks`, the noise
+streams, cuDNN's autotuning); the process-wide settings (`tune_cpu`, OpenMP's spinning) are the
+application's to make: the ``catgan`` command makes them, a library user may.
 
 The training loop itself is already the fast part: the images live in memory as one tensor (on
 the training device when it fits), each batch is gathered by index on that device, and the loss
@@ -7,21 +10,22 @@ terms stay on the device until the logging cadence. What is here tunes what runs
 
 - CPU: glibc's allocator gives large freed blocks back to the kernel at once, so every training
   step pays for fresh pages of memory (page faults) for its activations; `tune_cpu` asks it to keep
-  them. The thread count stays torch's (one per physical core; ``OMP_NUM_THREADS`` overrides it;
-  torchrun sets it to 1 per process). With more than one thread, the trainer draws D's noise on
-  all of them, from as many random streams (`catgan.models.NoiseStreams`); importing catgan before
-  torch shortens how long OpenMP's idle threads spin, so that they leave those cores free
-  (``GOMP_SPINCOUNT``, see catgan/__init__.py).
+  them (the ``catgan`` command does; the library never does so by itself). The thread count stays
+  torch's (one per physical core; ``OMP_NUM_THREADS`` overrides it; torchrun sets it to 1 per
+  process). With more than one thread, the trainer draws D's noise on all of them, from as many
+  random streams (`catgan.kernels.NoiseStreams`); the ``catgan`` command also shortens how long
+  OpenMP's idle threads spin, so that they leave those cores free (``GOMP_SPINCOUNT``, see
+  `catgan.cli.main`).
 - CUDA: cuDNN autotunes its convolution algorithms for the fixed batch shapes.
 - Convolutional networks use the channels-last layout, on every device: tensor cores read it
   fastest, and oneDNN's CPU convolutions (forward and backward) run faster in it too. D's noise
-  is drawn in storage order, so it costs no more there (see `catgan.models.GaussianNoise`).
+  is drawn in storage order, so it costs no more there (see `catgan.kernels.StreamedGaussianNoise`).
 - ``precision="bf16"``: forward passes run under bfloat16 autocast (convolutions and matrix
   products in bfloat16, weights and optimiser state in float32); the losses are computed in
   float32 from the logits. It pays on GPUs and on CPUs with AMX or AVX-512 bfloat16 units; it
   changes the numbers a run produces, so it is never switched on for the user. On the CPU, G's
   transposed convolutions from inputs of fewer than 64 pixels then run as one matrix product each
-  (`catgan.models.Upsampling`), which AMX computes faster than oneDNN's transposed convolution.
+  (`catgan.kernels.MatrixProductUpsampling`), which AMX computes faster than oneDNN's transposed convolution.
 - ``compile``: ``torch.compile`` each network in place (parameter names, and so checkpoints, are
   unchanged); the mode ``reduce-overhead`` also records CUDA graphs.
 """
@@ -38,9 +42,10 @@ from typing import ContextManager
 import torch
 from torch import nn
 
-from catgan.models import Upsampling
+from catgan.kernels import MatrixProductUpsampling, NoiseStreams, StreamedGaussianNoise
+from catgan.models import GaussianNoise, Upsampling
 
-__all__ = ["autocast_for", "prepare_networks", "tune_cpu", "tune_cuda"]
+__all__ = ["autocast_for", "noise_streams", "prepare_networks", "tune_cpu", "tune_cuda"]
 
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
@@ -92,19 +97,36 @@ def autocast_for(device: torch.device, precision: str) -> Callable[[], ContextMa
 MATRIX_PRODUCT_MAX_PIXELS = 63
 
 
+def noise_streams(device: torch.device, compile_mode: str) -> NoiseStreams | None:
+    """Streams to draw D's noise from on every CPU thread torch computes with (None on other
+    devices, with one thread, or for compiled networks, which draw their own)."""
+    threads = torch.get_num_threads()
+    return NoiseStreams(threads) if device.type == "cpu" and threads > 1 and compile_mode == "off" else None
+
+
 def prepare_networks(networks: list[nn.Module], convolutional: bool, compile_mode: str,
-                     device: torch.device = torch.device("cpu"), precision: str = "fp32") -> None:
-    """Put convolutional networks in the channels-last layout, compute G's transposed convolutions
-    from small inputs as matrix products on the CPU in bfloat16 (`catgan.models.Upsampling`), and
-    compile each network in place when ``compile_mode`` is not ``"off"``."""
+                     device: torch.device = torch.device("cpu"), precision: str = "fp32",
+                     noise: NoiseStreams | None = None) -> None:
+    """Apply the fast path to ``networks`` in place, without changing their parameters:
+
+    - convolutional networks take the channels-last layout;
+    - on the CPU, uncompiled, D's noise layers draw the fast way, from ``noise`` when given
+      (`catgan.kernels.StreamedGaussianNoise`);
+    - on the CPU in bfloat16, uncompiled, G's transposed convolutions from inputs of fewer than 64
+      pixels run as matrix products (`catgan.kernels.MatrixProductUpsampling`);
+    - with ``compile_mode`` other than ``"off"``, each network is compiled in place.
+    """
     if convolutional:
         for network in networks:
             network.to(memory_format=torch.channels_last)
-    if device.type == "cpu" and precision == "bf16" and compile_mode == "off":
+    if device.type == "cpu" and compile_mode == "off":
         for network in networks:
             for layer in network.modules():
-                if isinstance(layer, Upsampling) and math.prod(layer.size_in) <= MATRIX_PRODUCT_MAX_PIXELS:
-                    layer.by_matrix_product = True
+                if isinstance(layer, GaussianNoise):
+                    StreamedGaussianNoise.swap(layer, noise)
+                elif (precision == "bf16" and isinstance(layer, Upsampling)
+                      and math.prod(layer.size_in) <= MATRIX_PRODUCT_MAX_PIXELS):
+                    MatrixProductUpsampling.swap(layer)
     if compile_mode != "off":
         for network in networks:
             network.compile(mode=None if compile_mode == "default" else compile_mode)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from catgan.config import CatGANError
-from catgan.models import CatGAN
+from catgan.models import CatGAN, evaluation_mode
 from catgan.runs import METRICS, PLOTS_DIR, image_grid
 
 __all__ = ["class_grid", "class_sorted_samples", "plot_run"]
@@ -39,18 +39,14 @@ def class_sorted_samples(
     probability of k, and the share of the pool D assigns to each class (K,).
     """
     generator, discriminator = model.generator, discriminator or model.discriminator
-    modes = generator.training, discriminator.training
-    generator.eval(), discriminator.eval()
     k = model.num_clusters
     z = model.sample_latent(k * per_class * pool_per_class, generator=torch.Generator().manual_seed(seed))
-    try:
-        images, probs = [], []
+    images, probs = [], []
+    with evaluation_mode(generator, discriminator):
         for start in range(0, len(z), batch_size):
             x = generator(z[start : start + batch_size])
             images.append(x.cpu())
             probs.append(torch.softmax(discriminator(x).float(), dim=1).cpu())
-    finally:
-        generator.train(modes[0]), discriminator.train(modes[1])
     images, probs = torch.cat(images), torch.cat(probs)
     predicted = probs.argmax(dim=1)
     rows = []

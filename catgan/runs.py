@@ -103,11 +103,6 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def read_json(path: Path) -> Any:
-    with open(path) as f:
-        return json.load(f)
-
-
 def _atomic_write(path: Path, write) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -169,24 +164,22 @@ def save_image_grid(images: Tensor, path: Path, nrow: int | None = None, min_til
 
 
 def load_run(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[TrainConfig, "CatGAN", list[str]]:
-    """Rebuild a run's configuration, networks (on ``device``) and class names from its checkpoint.
+    """Rebuild a run's configuration, networks (on ``device``) and class names from its checkpoint
+    (see `catgan.state.load_networks`)."""
+    from catgan.state import load_networks
 
-    The discriminator holds the weights the run was evaluated with: its moving average when the
-    run used ``ema_decay``, else its weights as trained.
-    """
-    from catgan.models import CatGAN
+    config, model, classes = load_networks(load_checkpoint(run_dir), str(run_dir))
+    return config, model.to(device), classes
 
-    checkpoint = load_checkpoint(run_dir)
-    config = TrainConfig.from_dict(checkpoint["config"])
-    model = CatGAN(config, tuple(checkpoint["image_shape"]), int(checkpoint["num_clusters"]))
-    try:
-        model.generator.load_state_dict(checkpoint["generator"])
-        # a run trained with ema_decay is evaluated, and so rebuilt, with D's averaged weights
-        model.discriminator.load_state_dict(checkpoint.get("discriminator_average", checkpoint["discriminator"]))
-    except (RuntimeError, KeyError) as err:
-        reason = str(err).strip().splitlines()[0]
-        raise CatGANError(f"the checkpoint in {run_dir} does not match its configuration: {reason}") from None
-    return config, model.to(device), list(checkpoint["classes"])
+
+def save_samples(model: "CatGAN", path: Path, seed: int, n: int = 100) -> None:
+    """A grid of ``n`` images that ``model``'s generator (in evaluation mode) draws from noise fixed by ``seed``."""
+    from catgan.models import evaluation_mode
+
+    z = model.sample_latent(n, generator=torch.Generator().manual_seed(seed))
+    with evaluation_mode(model.generator), torch.no_grad():
+        images = model.generator(z)
+    save_image_grid(images, path)
 
 
 def git_commit(folder: Path | None = None) -> str | None:

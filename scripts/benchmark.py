@@ -56,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare  # noqa: E402  (scripts/compare.py: the protocols' settings)
 
 import catgan  # noqa: E402
+from catgan.cli import OPENMP_SPINCOUNT  # noqa: E402
 from catgan.config import TrainConfig  # noqa: E402
 from catgan.data import ImageData, labelled_indices, load_dataset  # noqa: E402
 from catgan.runs import git_commit  # noqa: E402
@@ -81,8 +82,11 @@ def training_images(arch: str, data_dir: str | None, count: int) -> tuple[ImageD
 def measure_fast(spec: dict) -> dict:
     """it/s of catgan's trainer: one epoch of warmup + steps batches, timed between its first and
     last log record (each log reads the loss terms back, so the device has caught up there)."""
-    from catgan.training import Trainer
+    from catgan import performance
+    from catgan.training import Trainer, resolve_device
 
+    if resolve_device(spec["device"]).type == "cpu":
+        performance.tune_cpu()  # as `catgan train` does on the CPU
     warmup, steps, batch = spec["warmup"], spec["steps"], spec["batch_size"]
     data, source = training_images(spec["arch"], spec["data_dir"], (warmup + steps) * batch)
     config = TrainConfig(dataset=data.name, batch_size=batch, labels_per_class=LABELS_PER_CLASS, epochs=1,
@@ -213,8 +217,8 @@ _devnull = _DevNull()  # the reference loop formats its log line at every step, 
 def run_measurement(spec: dict) -> dict:
     """One measurement in a fresh process (this script with --measure)."""
     command = [sys.executable, __file__, "--measure", json.dumps(spec)]
-    # OpenMP's spinning as `catgan train` sets it (catgan imported before torch), for both loops
-    env = {**os.environ, "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT", catgan.OPENMP_SPINCOUNT)}
+    # OpenMP's spinning as `catgan train` sets it, for both loops
+    env = {**os.environ, "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT", OPENMP_SPINCOUNT)}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]

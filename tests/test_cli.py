@@ -226,3 +226,20 @@ def test_evaluate_refuses_data_with_other_classes(tmp_path, capsys):
     assert "was trained on 3 classes" in capsys.readouterr().err
 
 
+
+
+def test_library_messages_name_fields_and_the_command_shows_flags():
+    from catgan.cli import _flags
+
+    assert _flags("try a higher `lr` or more `d_noise`; `folder` only") == "try a higher --lr or more --d-noise; `folder` only"
+
+
+def test_training_through_the_library_leaves_the_process_allocator_alone(make_config, digits, monkeypatch):
+    from catgan import performance
+    from catgan.trainer import Trainer
+
+    def refuse():
+        raise AssertionError("the library tuned glibc's allocator")
+
+    monkeypatch.setattr(performance, "tune_cpu", refuse)
+    Trainer(make_config(epochs=1), digits, report=lambda line: None).fit()  # the command's job, not the library's

@@ -65,3 +65,34 @@ def test_each_bad_value_is_named_with_what_is_allowed(field, value, message):
     with pytest.raises(CatGANError) as error:
         dataclasses.replace(TrainConfig(), **{field: value})
     assert message in str(error.value)
+
+
+def test_every_field_is_one_flag_whose_help_is_the_fields_help():
+    from catgan.cli import _build_parser
+
+    parser = _build_parser()
+    train = next(action for action in parser._subparsers._group_actions[0].choices.values()
+                 if action.prog.endswith("train"))
+    flags = {action.dest: action for action in train._actions}
+    for field in dataclasses.fields(TrainConfig):
+        action = flags[field.name]
+        assert action.default is None  # a flag left out keeps the configuration's default
+        assert action.help.startswith(field.metadata["help"].split("`")[0]), field.name
+        if field.metadata["choices"]:
+            assert tuple(action.choices) == field.metadata["choices"], field.name
+
+
+def test_the_estimators_document_their_configuration_parameters_from_the_same_table():
+    from catgan import CatGANClassifier, CatGANClusterer
+
+    for estimator in (CatGANClassifier, CatGANClusterer):
+        for field in dataclasses.fields(TrainConfig):
+            if field.name in estimator().get_params() and field.name not in ("epochs", "batch_size", "device"):
+                assert f"{field.name}: {field.metadata['help']}" in estimator.__doc__, (estimator, field.name)
+
+
+def test_a_rule_names_the_field_and_what_it_must_be():
+    with pytest.raises(CatGANError, match=r"^restart_lr_factor must be in \(0, 1\], got 0$"):
+        TrainConfig(restart_lr_factor=0)
+    with pytest.raises(CatGANError, match=r"^unknown compile mode 'fast'; choose one of off, default"):
+        TrainConfig(compile="fast")

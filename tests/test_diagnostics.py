@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-import catgan.training
+import catgan.steps
+import catgan.runs
 from catgan.cli import EXIT_DIVERGED, main
 from catgan.config import CatGANError, TrainConfig
 from catgan.diagnostics import HealthMonitor, TrainingDiverged, class_histogram, d_score, gradient_norm
@@ -153,7 +154,7 @@ def test_stuck_needs_chance_accuracy_on_the_labelled_batch():
 
 def _poison_after(monkeypatch, step_to_poison):
     """Make generator_step put NaN into G's weights from step ``step_to_poison`` on."""
-    original = catgan.training.generator_step
+    original = catgan.steps.generator_step
     calls = {"n": 0}
 
     def poisoned(model, *args, **kwargs):
@@ -163,7 +164,7 @@ def _poison_after(monkeypatch, step_to_poison):
                 next(model.generator.parameters()).fill_(math.nan)
         return original(model, *args, **kwargs)
 
-    monkeypatch.setattr(catgan.training, "generator_step", poisoned)
+    monkeypatch.setattr(catgan.steps, "generator_step", poisoned)
 
 
 def test_non_finite_losses_stop_the_run_and_keep_the_last_good_weights(make_config, digits, monkeypatch):

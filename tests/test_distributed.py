@@ -165,10 +165,10 @@ def test_options_several_processes_cannot_take_are_refused_before_joining(make_c
     second = ProcessGroup(1, 2, 1)
     with pytest.raises(CatGANError, match="only the process of rank 0 writes the run directory"):
         Trainer(make_config(), digits, run_dir=tmp_path / "run", group=second)
-    with pytest.raises(CatGANError, match="--compile with several processes is untested"):
+    with pytest.raises(CatGANError, match="`compile` with several processes is untested"):
         Trainer(make_config(compile="default"), digits, group=second)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
-    with pytest.raises(CatGANError, match="--download with several processes"):
+    with pytest.raises(CatGANError, match="`download` with several processes"):
         train(make_config(download=True), data=digits, log=lambda line: None)
     assert not dist.is_initialized()  # refused before joining any process group

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import catgan.steps
 import catgan.training
+from catgan import state
 from catgan.cli import main
 from catgan.runs import load_checkpoint
 
@@ -107,7 +109,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_143_and_the_run_resumes(tmp_path):
 
 def _send_on_call(monkeypatch, *signals_on_call: tuple[int, int], step: str = "generator_step") -> None:
     """Make the n-th call of ``step`` send the given signal to this process (as a user or a scheduler would)."""
-    real_step, calls = getattr(catgan.training, step), []
+    real_step, calls = getattr(catgan.steps, step), []
 
     def with_signals(*args, **kwargs):
         calls.append(1)
@@ -116,7 +118,7 @@ def _send_on_call(monkeypatch, *signals_on_call: tuple[int, int], step: str = "g
                 os.kill(os.getpid(), signum)
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(catgan.training, step, with_signals)
+    monkeypatch.setattr(catgan.steps, step, with_signals)
 
 
 @pytest.mark.parametrize("stop_at", [23, 31, 46], ids=["epoch-end", "mid-epoch", "last-step"])
@@ -157,7 +159,7 @@ def test_a_second_ctrl_c_aborts_at_once_without_saving(tmp_path, monkeypatch, ca
 
 
 def test_an_interrupt_inside_a_step_keeps_the_last_consistent_state(tmp_path, monkeypatch, capsys):
-    real_step, calls = catgan.training.generator_step, []
+    real_step, calls = catgan.steps.generator_step, []
 
     def raises_on_the_fifth_call(*args, **kwargs):  # as in a thread where no signal handler can be set
         calls.append(1)
@@ -165,7 +167,7 @@ def test_an_interrupt_inside_a_step_keeps_the_last_consistent_state(tmp_path, mo
             raise KeyboardInterrupt
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(catgan.training, "generator_step", raises_on_the_fifth_call)
+    monkeypatch.setattr(catgan.steps, "generator_step", raises_on_the_fifth_call)
     assert main(["train", *SMALL, "--epochs", "1", "--out-dir", str(tmp_path), "--name", "cut"]) == 130
     assert capsys.readouterr().err.strip().endswith("catgan train: interrupted")
     assert load_checkpoint(tmp_path / "cut")["step"] == 0  # D had moved in step 5, G not: not a state to resume
@@ -173,7 +175,7 @@ def test_an_interrupt_inside_a_step_keeps_the_last_consistent_state(tmp_path, mo
 
 def _poison_d_on_call(monkeypatch, call: int) -> None:
     """On D's ``call``-th update, set one of its weights to NaN, as a blown-up update would."""
-    real_step, calls = catgan.training.discriminator_step, []
+    real_step, calls = catgan.steps.discriminator_step, []
 
     def step(model, *args, **kwargs):
         calls.append(1)
@@ -183,7 +185,7 @@ def _poison_d_on_call(monkeypatch, call: int) -> None:
                 next(model.discriminator.parameters()).view(-1)[0] = float("nan")
         return terms
 
-    monkeypatch.setattr(catgan.training, "discriminator_step", step)
+    monkeypatch.setattr(catgan.steps, "discriminator_step", step)
 
 
 def test_an_injected_nan_stops_the_run_naming_the_step_and_term(tmp_path, monkeypatch, capsys):
@@ -216,7 +218,7 @@ def test_on_nan_restart_goes_back_with_lower_learning_rates_and_recovers(tmp_pat
 
 
 def test_restarts_are_bounded(tmp_path, monkeypatch, capsys):
-    real_step = catgan.training.discriminator_step
+    real_step = catgan.steps.discriminator_step
 
     def always_nan(model, *args, **kwargs):
         terms = real_step(model, *args, **kwargs)
@@ -224,7 +226,7 @@ def test_restarts_are_bounded(tmp_path, monkeypatch, capsys):
             next(model.discriminator.parameters()).view(-1)[0] = float("nan")
         return terms
 
-    monkeypatch.setattr(catgan.training, "discriminator_step", always_nan)
+    monkeypatch.setattr(catgan.steps, "discriminator_step", always_nan)
     argv = ["train", *SMALL, "--epochs", "1", "--log-every", "5", "--on-nan", "restart", "--max-restarts", "2",
             "--out-dir", str(tmp_path), "--name", "nan"]
     assert main(argv) == 3
@@ -278,7 +280,7 @@ def test_checkpoints_are_written_atomically(tmp_path, make_config, digits, monke
     from catgan import runs
 
     trainer = catgan.training.Trainer(make_config(), digits, run_dir=tmp_path)
-    trainer.save_checkpoint()
+    state.save_checkpoint(trainer)
     good = (tmp_path / "checkpoint.pt").read_bytes()
 
     def killed_mid_write(state, f):
@@ -287,7 +289,7 @@ def test_checkpoints_are_written_atomically(tmp_path, make_config, digits, monke
 
     monkeypatch.setattr(runs.torch, "save", killed_mid_write)
     with pytest.raises(KeyboardInterrupt):
-        trainer.save_checkpoint()
+        state.save_checkpoint(trainer)
     assert (tmp_path / "checkpoint.pt").read_bytes() == good
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left behind
 

@@ -18,17 +18,27 @@ from torch import nn
 
 from catgan import performance
 from catgan.config import CatGANError, TrainConfig
-from catgan.models import (CatGAN, GaussianNoise, NoiseStreams, Upsampling, drawing_noise_from,
-                           transposed_conv_by_matrix_product)
-from catgan.training import Batch, Trainer, discriminator_step, generator_step, make_optimizers
+from catgan import state
+from catgan.kernels import MatrixProductUpsampling, NoiseStreams, StreamedGaussianNoise, transposed_conv_by_matrix_product
+from catgan.models import CatGAN, GaussianNoise, Upsampling
+from catgan.schedule import make_optimizers
+from catgan.steps import Batch, discriminator_step, generator_step
+from catgan.trainer import Trainer
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: the CUDA fast path "
                                 "(cuDNN autotuning, channels-last, bf16 autocast on the GPU) is not exercised")
 
 
+def _fast_noise(std: float, streams: NoiseStreams | None = None) -> GaussianNoise:
+    """A noise layer as the CPU fast path swaps it in."""
+    layer = GaussianNoise(std)
+    StreamedGaussianNoise.swap(layer, streams)
+    return layer
+
+
 def test_in_place_noise_gives_exactly_the_values_of_x_plus_std_times_noise():
     x = torch.randn(4, 8, 5, 5, requires_grad=True)
-    noise = GaussianNoise(0.3)
+    noise = _fast_noise(0.3)
     torch.manual_seed(1)
     fast = noise(x)
     torch.manual_seed(1)
@@ -41,7 +51,7 @@ def test_in_place_noise_gives_exactly_the_values_of_x_plus_std_times_noise():
 def test_noise_on_a_float64_activation_is_drawn_in_float64():
     x = torch.randn(4, 8, dtype=torch.float64)
     torch.manual_seed(1)
-    out = GaussianNoise(0.3)(x)
+    out = _fast_noise(0.3)(x)
     torch.manual_seed(1)
     assert torch.equal(out, x + 0.3 * torch.randn_like(x))  # float32 only for bfloat16, where it is faster
 
@@ -49,7 +59,7 @@ def test_noise_on_a_float64_activation_is_drawn_in_float64():
 def test_noise_on_a_channels_last_activation_is_drawn_in_storage_order():
     x = torch.randn(4, 8, 5, 5).contiguous(memory_format=torch.channels_last)
     torch.manual_seed(1)
-    out = GaussianNoise(0.3)(x)
+    out = _fast_noise(0.3)(x)
     torch.manual_seed(1)
     draws = torch.randn(4, 5, 5, 8).permute(0, 3, 1, 2)  # the same draws, in channels-last memory order
     assert torch.equal(out, x + 0.3 * draws)
@@ -59,7 +69,7 @@ def test_noise_on_a_channels_last_activation_is_drawn_in_storage_order():
 def test_noise_on_a_bfloat16_activation_stays_bfloat16():
     x = torch.randn(4, 8, 5, 5).to(torch.bfloat16)
     torch.manual_seed(1)
-    out = GaussianNoise(0.3)(x)
+    out = _fast_noise(0.3)(x)
     torch.manual_seed(1)
     expected = x.float() + 0.3 * torch.randn(4, 8, 5, 5)
     assert out.dtype == torch.bfloat16
@@ -124,21 +134,19 @@ def test_noise_streams_survive_pickling_and_a_fork():
     assert child.exitcode == 0  # the forked child starts its own pool instead of waiting on the parent's
 
 
-def test_gaussian_noise_draws_from_the_streams_inside_the_block_only():
+def test_the_swapped_noise_layer_draws_from_its_streams_and_the_plain_one_from_torchs_generator():
     streams = NoiseStreams(2, min_part=8)
     streams.seed(3)
     x = torch.randn(4, 8, 5, 5).contiguous(memory_format=torch.channels_last)
-    state = streams.get_state()
-    with drawing_noise_from(streams):
-        out = GaussianNoise(0.3)(x)
-    draws = _draws(state, [400, 400]).view(4, 5, 5, 8).permute(0, 3, 1, 2)  # storage order, as without streams
+    before = streams.get_state()
+    out = _fast_noise(0.3, streams)(x)
+    draws = _draws(before, [400, 400]).view(4, 5, 5, 8).permute(0, 3, 1, 2)  # storage order, as without streams
     assert torch.equal(out, x + 0.3 * draws)
-    with pytest.raises(RuntimeError), drawing_noise_from(streams):
-        raise RuntimeError
     torch.manual_seed(1)
-    outside = GaussianNoise(0.3)(x.contiguous())  # the block is left even when it raised: the default generator
+    plain = GaussianNoise(0.3)(x.contiguous())  # the network's own layer: the default generator
     torch.manual_seed(1)
-    assert torch.equal(outside, x + 0.3 * torch.randn_like(x.contiguous()))
+    assert torch.equal(plain, x + 0.3 * torch.randn_like(x.contiguous()))
+    assert list(GaussianNoise(0.3).state_dict()) == list(_fast_noise(0.3, streams).state_dict())  # same checkpoints
 
 
 @contextlib.contextmanager
@@ -151,58 +159,65 @@ def _threads(count: int):
         torch.set_num_threads(before)
 
 
+def _use_streams(trainer: Trainer, streams: NoiseStreams | None) -> Trainer:
+    """The trainer drawing D's noise from ``streams`` (as if made with another thread count)."""
+    trainer.runtime.noise = streams
+    for layer in trainer.model.discriminator.modules():
+        if isinstance(layer, GaussianNoise):
+            StreamedGaussianNoise.swap(layer, streams)
+    return trainer
+
+
 def _small_parts(trainer: Trainer, seed: int) -> Trainer:
     """The trainer with 2 noise streams that split even the small networks' activations."""
-    trainer.noise = NoiseStreams(2, min_part=16)
-    trainer.noise.seed(seed)
+    _use_streams(trainer, NoiseStreams(2, min_part=16))
+    trainer.runtime.noise.seed(seed)
     return trainer
 
 
 def test_the_trainer_draws_the_noise_on_every_cpu_thread_and_checkpoints_the_streams(make_config, digits):
     config = make_config(epochs=1)
     with _threads(1):
-        assert Trainer(config, digits, report=lambda line: None).noise is None  # one thread: torch's generator
+        assert Trainer(config, digits, report=lambda line: None).runtime.noise is None  # one thread: torch's generator
     with _threads(2):
         trainer = Trainer(config, digits, report=lambda line: None)
-        assert Trainer(make_config(compile="default"), digits, report=lambda line: None).noise is None
-    assert len(trainer.noise.generators) == 2
+        assert Trainer(make_config(compile="default"), digits, report=lambda line: None).runtime.noise is None
+    assert len(trainer.runtime.noise.generators) == 2
     _small_parts(trainer, 0).fit()
     fresh = NoiseStreams(2, min_part=16)
     fresh.seed(config.seed)
-    assert not _same_states(fresh.get_state(), trainer.noise.get_state())  # training drew from the streams
-    state = copy.deepcopy(trainer.checkpoint_state())  # not the live weights
-    batch = Batch(digits.x_train[:20], digits.y_train[:20], digits.x_train[20:70])
+    assert not _same_states(fresh.get_state(), trainer.runtime.noise.get_state())  # training drew from the streams
+    saved = copy.deepcopy(state.checkpoint_state(trainer))  # not the live weights
     steps = []
     for other in (trainer, _small_parts(Trainer(config, digits, report=lambda line: None), 99)):
-        other.load_training_state(state)  # the trainer itself goes back to where it was; the fresh one too
-        other._train_step(batch, 100, {})
+        state.load_training_state(other, saved)  # the trainer itself goes back to where it was; the fresh one too
+        other.schedule.total = 100  # one step more than the finished schedule, as if it were longer
+        other._train_step()  # the same batch: the batch order is restored too
         steps.append(other.model.discriminator.convs[0].weight.detach().clone())
     assert torch.equal(*steps)  # streams seeded otherwise, restored from the checkpoint: the same next step
     unrestored = _small_parts(Trainer(config, digits, report=lambda line: None), 99)
-    state["training"]["rng"]["noise"] = trainer.noise.get_state()[:1]
-    unrestored.load_training_state(state)
-    unrestored._train_step(batch, 100, {})
+    saved["training"]["rng"]["noise"] = trainer.runtime.noise.get_state()[:1]
+    state.load_training_state(unrestored, saved)
+    unrestored.schedule.total = 100
+    unrestored._train_step()
     assert not torch.equal(unrestored.model.discriminator.convs[0].weight, steps[0])  # the streams matter
 
 
 def test_a_checkpoint_without_matching_noise_streams_resumes_with_a_note(make_config, digits):
     config = make_config(epochs=1)
-    trainer = Trainer(config, digits, report=lambda line: None)
-    trainer.noise = NoiseStreams(2)
+    trainer = _use_streams(Trainer(config, digits, report=lambda line: None), NoiseStreams(2))
     trainer.fit()
-    state = trainer.checkpoint_state()
+    saved = state.checkpoint_state(trainer)
     notes, seeded = [], []
     for seed in (1, 2):
-        resumed = Trainer(config, digits, report=notes.append)
-        resumed.noise = NoiseStreams(3)  # another thread count
-        resumed.noise.seed(seed)
-        resumed.load_training_state(state)
-        seeded.append(resumed.noise.get_state())
+        resumed = _use_streams(Trainer(config, digits, report=notes.append), NoiseStreams(3))  # another thread count
+        resumed.runtime.noise.seed(seed)
+        state.load_training_state(resumed, saved)
+        seeded.append(resumed.runtime.noise.get_state())
     assert "(3 streams against 2 streams: another thread count" in notes[0] and len(notes) == 2
     assert _same_states(*seeded)  # reseeded from the checkpoint's random state: still reproducible
-    one_thread = Trainer(config, digits, report=notes.append)
-    one_thread.noise = None
-    one_thread.load_training_state(state)
+    one_thread = _use_streams(Trainer(config, digits, report=notes.append), None)
+    state.load_training_state(one_thread, saved)
     assert "(torch's generator against 2 streams" in notes[-1]
 
 
@@ -210,14 +225,16 @@ def _same_states(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
 
 
-def test_importing_catgan_first_shortens_openmp_spinning_unless_the_user_set_it():
-    code = "import os, catgan, torch; print(os.environ.get('GOMP_SPINCOUNT'))"
+def test_the_catgan_command_shortens_openmp_spinning_unless_the_user_set_it_and_importing_changes_nothing():
+    command = "import os, catgan.cli; catgan.cli.main([]); print(os.environ.get('GOMP_SPINCOUNT'))"
     env = {key: value for key, value in os.environ.items() if key != "GOMP_SPINCOUNT"}
     run = lambda code, env: subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                                           check=True).stdout.strip()
-    assert run(code, env) == "30000"
-    assert run(code, {**env, "GOMP_SPINCOUNT": "5"}) == "5"
-    assert run("import os, torch, catgan; print(os.environ.get('GOMP_SPINCOUNT'))", env) == "None"  # too late
+                                           check=True).stdout.strip().splitlines()[-1]
+    assert run(command, env) == "30000"
+    assert run(command, {**env, "GOMP_SPINCOUNT": "5"}) == "5"
+    assert run("import torch; " + command, env) == "None"  # too late: OpenMP has read it
+    imported = "import os, catgan; catgan.TrainConfig; catgan.CatGANClassifier; print(os.environ.get('GOMP_SPINCOUNT'))"
+    assert run(imported, env) == "None"  # the library sets no environment variable
 
 
 def test_convolutional_networks_train_channels_last_with_the_numbers_of_the_contiguous_layout(make_config, digits):
@@ -288,7 +305,7 @@ def test_transposed_convolution_by_matrix_product_gives_torchs_values_and_gradie
 
 def test_upsampling_by_matrix_product_only_under_autocast_and_refuses_double_backward():
     layer = Upsampling(4, 3, (4, 4), (7, 7))
-    layer.by_matrix_product = True
+    MatrixProductUpsampling.swap(layer)
     x = torch.randn(2, 4, 4, 4, requires_grad=True)
     assert type(layer(x).grad_fn).__name__ != "_StrideTwoTransposedConvBackward"  # float32, no autocast: torch's
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -306,7 +323,7 @@ def test_transposed_convolution_by_matrix_product_under_bf16_autocast():
     grad_out = torch.randn(8, 16, 7, 7)
     exact = layer.double()(x.double())
     exact_grads = torch.autograd.grad(exact, [x, layer.weight], grad_out.double())
-    layer.float().by_matrix_product = True
+    MatrixProductUpsampling.swap(layer.float())
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = layer(x)
     grads = torch.autograd.grad(out, [x, layer.weight], grad_out.to(out.dtype))
@@ -330,7 +347,10 @@ def test_the_fast_path_computes_small_transposed_convolutions_by_matrix_product_
                                      precision)
         layers = [m for m in model.generator.modules() if isinstance(m, Upsampling)]
         assert [layer.size_in for layer in layers] == [(4, 4), (7, 7), (14, 14)]
-        assert [layer.by_matrix_product for layer in layers] == expected, (device, precision, compile_mode)
+        assert [isinstance(layer, MatrixProductUpsampling) for layer in layers] == expected, (device, precision,
+                                                                                             compile_mode)
+        noise = [isinstance(m, StreamedGaussianNoise) for m in model.discriminator.modules() if isinstance(m, GaussianNoise)]
+        assert noise and all(fast == (device == "cpu" and compile_mode == "off") for fast in noise)
 
 
 def test_tune_cpu_takes_effect_with_glibc():
@@ -361,7 +381,7 @@ def test_bf16_autocast_runs_the_networks_in_bfloat16_and_the_losses_in_float32()
 def test_a_bf16_run_trains_and_records_its_precision(make_config, digits):
     trainer = Trainer(make_config(precision="bf16", epochs=3), digits, report=lambda line: None)
     # digits: G's one transposed convolution, from 4x4 to 8x8, runs as a matrix product
-    assert [layer.by_matrix_product for layer in trainer.model.generator.modules()
+    assert [isinstance(layer, MatrixProductUpsampling) for layer in trainer.model.generator.modules()
             if isinstance(layer, Upsampling)] == [True]
     summary = trainer.fit()
     assert math.isfinite(summary["test_error"])

@@ -7,18 +7,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import catgan.training
+import catgan.evaluation
+import catgan.steps
 from catgan.cli import _build_parser
 from catgan.config import CatGANError, TrainConfig
 from catgan.losses import discriminator_loss
 from catgan.models import CatGAN
 from catgan.runs import load_checkpoint, load_run
+from catgan.steps import _with_label_noise
 from catgan.training import (
     Batch,
     Practices,
     Trainer,
     WeightAverage,
-    _with_label_noise,
     discriminator_step,
     generator_step,
     make_optimizers,
@@ -113,11 +114,11 @@ def test_weight_average_moves_part_of_the_way():
 
 
 class _Spy:
-    """Wraps a step function of catgan.training, counting calls and keeping their practices."""
+    """Wraps a step function of catgan.steps, counting calls and keeping their practices."""
 
     def __init__(self, monkeypatch, name):
         self.calls, self.practices = 0, []
-        original = getattr(catgan.training, name)
+        original = getattr(catgan.steps, name)
         position = {"discriminator_step": 4, "generator_step": 3}[name]  # where ``practices`` is passed
 
         def spy(*args, **kwargs):
@@ -125,7 +126,7 @@ class _Spy:
             self.practices.append(kwargs.get("practices", args[position] if len(args) > position else None))
             return original(*args, **kwargs)
 
-        monkeypatch.setattr(catgan.training, name, spy)
+        monkeypatch.setattr(catgan.steps, name, spy)
 
 
 def test_instance_noise_falls_linearly_to_zero_unless_kept_constant(make_config, digits, monkeypatch):
@@ -182,7 +183,7 @@ def test_a_run_with_a_weight_average_is_evaluated_and_reloaded_with_it(make_conf
     _, model, _ = load_run(result.run_dir)
     assert torch.equal(model.discriminator.classifier.weight, averaged["classifier.weight"])
     x, y = digits.x_test, digits.y_test
-    assert catgan.training.evaluate(model, x, y, True)["test_error"] == result.summary["test_error"]
+    assert catgan.evaluation.evaluate(model, x, y, True)["test_error"] == result.summary["test_error"]
 
 
 def test_every_practice_at_once_trains_with_finite_losses(make_config, digits):

@@ -13,9 +13,9 @@ import torch
 from catgan.config import CatGANError, TrainConfig
 from catgan.models import CatGAN
 from catgan.runs import git_commit, load_checkpoint, load_run
+from catgan.schedule import IndexCycler
 from catgan.training import (
     Batch,
-    IndexCycler,
     Trainer,
     discriminator_step,
     generator_step,
@@ -257,6 +257,6 @@ def test_learning_rate_schedule():
 def test_a_run_applies_the_decayed_rate(make_config, digits):
     trainer = Trainer(make_config(lr_decay_start=0.5, epochs=2), digits)
     trainer.fit()
-    total = 2 * trainer.steps_per_epoch
+    total = 2 * trainer.schedule.steps_per_epoch
     assert trainer.opt_d.param_groups[0]["lr"] == pytest.approx(learning_rate(trainer.config, total - 1, total))
     assert trainer.opt_g.param_groups[0]["lr"] == pytest.approx(2 * trainer.config.lr / total)  # the last step

@@ -1,0 +1,52 @@
+"""D's predictions and the figures a run reports: test error, or clustering figures."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from catgan.metrics import clustering_report, error_rate
+from catgan.models import CatGAN, evaluation_mode
+
+__all__ = ["evaluate", "predict_features", "predict_logits"]
+
+
+@torch.no_grad()
+def predict_logits(discriminator: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
+    """D's logits (N, K) on images ``x`` in evaluation mode (no noise, running statistics), on the CPU."""
+    return _in_batches(discriminator, x, batch_size, lambda batch: discriminator(batch))
+
+
+@torch.no_grad()
+def predict_features(discriminator: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
+    """D's penultimate features (N, F) on images ``x`` in evaluation mode, on the CPU."""
+    return _in_batches(discriminator, x, batch_size, lambda batch: discriminator(batch, return_features=True)[1])
+
+
+def _in_batches(discriminator: nn.Module, x: Tensor, batch_size: int, output: Callable[[Tensor], Tensor]) -> Tensor:
+    """``output`` of each batch of ``x`` with D in evaluation mode, concatenated on the CPU (in
+    float32, or float64 for a float64 D)."""
+    parameter = next(discriminator.parameters())
+    dtype = torch.float64 if parameter.dtype == torch.float64 else torch.float32
+    with evaluation_mode(discriminator):
+        return torch.cat([output(x[i : i + batch_size].to(parameter.device)).to(dtype).cpu()
+                          for i in range(0, len(x), batch_size)])
+
+
+def evaluate(
+    model: CatGAN, x: Tensor, y: Tensor, classifies: bool, discriminator: nn.Module | None = None
+) -> dict[str, float]:
+    """Figures on images ``x`` with labels ``y``, accuracies and errors in percent.
+
+    When D was trained on labels (``classifies``): ``test_error``, its classification error.
+    Otherwise D's outputs are clusters, reported by `catgan.metrics.clustering_report`.
+    ``discriminator`` replaces ``model.discriminator`` (for example its weight average).
+    """
+    predictions = predict_logits(discriminator or model.discriminator, x).argmax(dim=1).numpy()
+    labels = np.asarray(y.cpu())
+    if classifies:
+        return {"test_error": 100.0 * error_rate(labels, predictions)}
+    return clustering_report(labels, predictions, num_clusters=model.num_clusters)
