@@ -142,6 +142,9 @@ class TrainConfig:
                                   kind=int, label="clusters (K)")
     lam: float = option(1.0, "weight of the supervised cross-entropy in the discriminator's loss", "model",
                         NON_NEGATIVE)
+    marginal_weight: float = option(1.0, "weight of H[p_bar], the entropy of D's classes over a batch of real "
+                                    "images, in D's loss (the paper: 1; above 1 keeps every cluster in use, as RIM "
+                                    "and IMSAT weight it)", "model", POSITIVE)
     epochs: int | None = option(None, "passes over the unlabelled pool (default per dataset: " +
                                 ", ".join(f"{name} {n}" for name, n in DEFAULT_EPOCHS.items()) + ")", "schedule",
                                 _or_none(POSITIVE_INT), kind=int)

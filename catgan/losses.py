@@ -76,16 +76,19 @@ def discriminator_terms(
     y_lab: Tensor | None = None,
     lam: float = 1.0,
     label_smoothing: float = 0.0,
+    marginal_weight: float = 1.0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The discriminator's loss and its terms as detached tensors (see `discriminator_loss`)."""
     if (logits_lab is None) != (y_lab is None):
         raise ValueError("logits_lab and y_lab must be given together")
     if lam < 0:
         raise ValueError(f"lam must be >= 0, got {lam}")
+    if marginal_weight <= 0:
+        raise ValueError(f"marginal_weight must be > 0, got {marginal_weight}")
     h_marginal_real = marginal_entropy(logits_real)
     h_conditional_real = conditional_entropy(logits_real)
     h_conditional_fake = conditional_entropy(logits_fake)
-    loss = -h_marginal_real + h_conditional_real - h_conditional_fake
+    loss = -marginal_weight * h_marginal_real + h_conditional_real - h_conditional_fake
     terms = {
         "marginal_entropy_real": h_marginal_real,
         "conditional_entropy_real": h_conditional_real,
@@ -124,10 +127,11 @@ def discriminator_loss(
     y_lab: Tensor | None = None,
     lam: float = 1.0,
     label_smoothing: float = 0.0,
+    marginal_weight: float = 1.0,
 ) -> tuple[Tensor, dict[str, float]]:
     """The discriminator's CatGAN loss (paper Eq. 7, with Sec. 3.3's supervised term), minimised.
 
-        loss_D = - H[p_bar_real] + E_real H[p(y|x)] - E_fake H[p(y|G(z))] + lam * CE(lab)
+        loss_D = - w * H[p_bar_real] + E_real H[p(y|x)] - E_fake H[p(y|G(z))] + lam * CE(lab)
 
     D is asked to use every class equally often on real data, to be certain about each real
     sample, to be uncertain about generated samples, and to classify the labelled samples. The
@@ -142,13 +146,17 @@ def discriminator_loss(
         lam: weight of the supervised cross-entropy, >= 0.
         label_smoothing: eps in [0, 1): the cross-entropy's target puts 1 - eps on the label and
             spreads eps evenly over the K classes (0: the plain cross-entropy).
+        marginal_weight: w > 0, the weight of the marginal entropy (the paper: 1). A larger w
+            asks D harder to use every class equally often, as regularised information
+            maximisation (Krause et al. 2010) and IMSAT (Hu et al. 2017) weight the same term.
 
     Returns:
         ``(loss, terms)``: the scalar loss and a dict of floats with ``marginal_entropy_real``,
         ``conditional_entropy_real``, ``conditional_entropy_fake``, ``loss_d`` and, when labels
         are given, ``cross_entropy`` (logged even when ``lam == 0``).
     """
-    loss, terms = discriminator_terms(logits_real, logits_fake, logits_lab, y_lab, lam, label_smoothing)
+    loss, terms = discriminator_terms(logits_real, logits_fake, logits_lab, y_lab, lam, label_smoothing,
+                                      marginal_weight)
     return loss, _as_floats(terms)
 
 

@@ -43,6 +43,7 @@ class Practices(NamedTuple):
     label_noise: float = 0.0
     joint_batches: bool = False
     feature_matching: float = 0.0
+    marginal_weight: float = 1.0  # of H[p_bar_real] in D's loss (an objective weight; 1 is the paper's)
 
 
 def discriminator_step(
@@ -90,7 +91,8 @@ def discriminator_step(
         logits_real, logits_fake = gather(logits_real), gather(logits_fake)
         if logits_lab is not None:
             logits_lab, y_lab, y_true = gather(logits_lab), gather(y_lab), gather(y_true)
-    loss, terms = discriminator_terms(logits_real, logits_fake, logits_lab, y_lab, lam, practices.label_smoothing)
+    loss, terms = discriminator_terms(logits_real, logits_fake, logits_lab, y_lab, lam, practices.label_smoothing,
+                                      practices.marginal_weight)
     terms["grad_norm"] = _update(optimizer, loss, discriminator)
     if logits_lab is not None:
         terms["accuracy_lab"] = _accuracy(logits_lab, y_true)

@@ -213,3 +213,31 @@ def test_bad_arguments_are_refused():
         discriminator_loss(logits, logits, logits_lab=logits)
     with pytest.raises(ValueError, match="lam"):
         discriminator_loss(logits, logits, lam=-1.0)
+    with pytest.raises(ValueError, match="marginal_weight must be > 0"):
+        discriminator_loss(logits, logits, marginal_weight=0.0)
+
+
+def test_the_marginal_weight_scales_the_marginal_entropy_term_alone():
+    torch.manual_seed(9)
+    logits_real, logits_fake = torch.randn(50, 10), torch.randn(50, 10)
+    plain, terms = discriminator_loss(logits_real, logits_fake)
+    for weight in (1.0, 2.0, 3.5):
+        weighted, weighted_terms = discriminator_loss(logits_real, logits_fake, marginal_weight=weight)
+        assert weighted.item() == pytest.approx(plain.item() - (weight - 1) * terms["marginal_entropy_real"], abs=1e-5)
+        assert weighted_terms["marginal_entropy_real"] == terms["marginal_entropy_real"]  # the term itself, unweighted
+    one, _ = discriminator_loss(logits_real, logits_fake, marginal_weight=1.0)
+    assert one.item() == plain.item()  # the paper's weight is the default, bit for bit
+
+
+def test_a_larger_marginal_weight_spreads_collapsed_real_predictions_faster():
+    torch.manual_seed(10)
+    collapsed = torch.randn(60, 5) + torch.tensor([4.0, 0, 0, 0, 0])  # nearly every image in cluster 0
+    fake = torch.randn(60, 5)
+    gains = []
+    for weight in (1.0, 3.0):
+        logits = collapsed.clone().requires_grad_()
+        loss, _ = discriminator_loss(logits, fake, marginal_weight=weight)
+        loss.backward()
+        step = logits.detach() - 0.1 * logits.grad
+        gains.append((marginal_entropy(step) - marginal_entropy(collapsed)).item())
+    assert 0 < gains[0] < gains[1]  # both steps use more clusters; the weighted one more so

@@ -1,0 +1,57 @@
+"""scripts/clustering_sweep.py, scripts/readme_main_job.py and scripts/equivalence.py: the parts
+that decide what they report."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+import clustering_sweep  # noqa: E402
+import equivalence  # noqa: E402
+import readme_main_job  # noqa: E402
+
+
+def test_a_grid_is_every_combination_of_its_values():
+    assert clustering_sweep.grid_points(["a=1,2", "b=x"]) == [{"a": "1", "b": "x"}, {"a": "2", "b": "x"}]
+    assert clustering_sweep.grid_points([]) == [{}]
+
+
+def test_a_sweep_trains_each_point_and_seed_once_and_counts_dead_clusters(tmp_path):
+    out, runs = tmp_path / "sweep", tmp_path / "runs"
+    argv = [sys.executable, str(SCRIPTS / "clustering_sweep.py"), "--epochs", "1", "--seeds", "0", "1",
+            "--grid", "marginal_weight=1,2", "--set", "d_width=8", "--set", "g_width=8", "--set", "clusters=12",
+            "--set", "device=cpu", "--probe", "300", "--runs-dir", str(runs), "--out", str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert sorted(run["run"] for run in record["runs"]) == [
+        "marginal_weight1-seed0", "marginal_weight1-seed1", "marginal_weight2-seed0", "marginal_weight2-seed1"]
+    for run in record["runs"]:
+        assert len(run["test_shares"]) == 12 and abs(sum(run["test_shares"]) - 1) < 1e-6
+        assert run["dead_clusters"] == sum(share < 0.01 for share in run["test_shares"])
+        assert 0 <= run["mutual_information"] <= run["log_k"] + 1e-6
+    assert json.loads((runs / "marginal_weight2-seed1" / "config.json").read_text())["marginal_weight"] == 2.0
+    table = out.with_suffix(".md").read_text()
+    assert "| marginal_weight=1 | 12 | 2 |" in table and "| marginal_weight=2 | 12 | 2 |" in table
+    again = subprocess.run([*argv, "--report-only"], capture_output=True, text=True)  # reads, trains nothing
+    assert again.returncode == 0 and "$ catgan" not in again.stdout
+
+
+def test_the_readme_block_shows_the_progress_bar_once_in_its_last_state():
+    stderr = "train digits:   0%|  | 0/3\rtrain digits:  50%|x | 1/3\ntrain digits: 100%|xx| 3/3\nwarning: w\n"
+    shown = readme_main_job.as_shown("digits: ...\nrun directory: r\ntest error: 1.00%\nwrote r\n", stderr)
+    assert shown == ["digits: ...", "run directory: r", "train digits: 100%|xx| 3/3", "warning: w",
+                     "test error: 1.00%", "wrote r"]
+
+
+def test_equivalence_names_each_difference():
+    before = {"weights": {"d.w": "aa"}, "records": [{"step": 20, "d": 1}], "summary": {"test_error": 2.0}}
+    assert equivalence.differences(before, before) == []
+    after = {"weights": {"d.w": "ab"}, "records": [{"step": 20, "d": 2}], "summary": {"test_error": 2.5}}
+    found = equivalence.differences(before, after)
+    assert any(line.startswith("weights d.w") for line in found)
+    assert any(line.startswith("summary test_error") for line in found)
+    assert "record 0 (step 20) differs" in found
