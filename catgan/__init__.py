@@ -21,6 +21,7 @@ The modules, each with one job:
 """
 
 import importlib
+import importlib.util
 
 __version__ = "0.1.0"
 
@@ -52,6 +53,8 @@ __all__ = ["__version__", *_PUBLIC]
 def __getattr__(name: str):
     if name in _PUBLIC:
         return getattr(importlib.import_module(_PUBLIC[name]), name)
+    if importlib.util.find_spec(f"catgan.{name}") is not None:  # a submodule: catgan.losses, ...
+        return importlib.import_module(f"catgan.{name}")
     raise AttributeError(f"module 'catgan' has no attribute {name!r}")
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import re
 import shlex
@@ -54,6 +55,8 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
         help = _flags(meta["help"])
         if field.default is not None and not isinstance(field.default, bool):
             help += f" (default: {field.default})"
+        if "const" in meta["command"]:
+            help += f"; the flag alone: {meta['command']['const']}"
         group = groups[meta["group"]]
         if meta["kind"] is bool:  # a switch that turns the default around
             if field.default:
@@ -141,13 +144,19 @@ def _train(args: argparse.Namespace) -> int:
 
     options = {name: value for name, value in vars(args).items() if name in _DEFAULTS and value is not None}
     config = TrainConfig(**options)  # with --resume: the options given must be valid on their own
+    if args.resume is not None:
+        config = _saved_config(args.resume, options) or config
     if resolve_device(config.device).type == "cpu":
         performance.tune_cpu()
     group = ProcessGroup.from_environment()
     stop = Stop()
     with ProgressBar(f"train {config.dataset}", config.progress and (group is None or group.is_main)) as bar, \
-            _StopOnSignals(stop):
-        hooks = {"on_step": bar, "stop": stop, "report": lambda line: bar.write(_flags(line))}
+            _StopOnSignals(stop) as signals:
+        def on_step(step: int, total: int, record: dict | None) -> None:
+            signals.armed = True  # training runs: a signal now stops it at a step boundary
+            bar(step, total, record)
+
+        hooks = {"on_step": on_step, "stop": stop, "report": lambda line: bar.write(_flags(line))}
         if args.resume is not None:
             result = resume(args.resume, options, **hooks)
         else:
@@ -160,12 +169,25 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _saved_config(run: str, options: dict[str, Any]) -> TrainConfig | None:
+    """The configuration a resumed run will train with (its saved one, with the options a resume
+    may change), for the progress bar and the process settings; None when it cannot be read (the
+    resume itself then says why)."""
+    try:
+        saved = json.loads((Path(run).expanduser() / "config.json").read_text())
+        changes = {name: value for name, value in options.items() if name in RESUME_MAY_CHANGE}
+        return dataclasses.replace(TrainConfig.from_dict(saved), **changes)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 class _StopOnSignals:
-    """While active (in the main thread only), SIGINT and SIGTERM ask training to stop at the next
-    step boundary (the `Stop`'s reason records which); a second SIGINT aborts at once."""
+    """While active (in the main thread only), SIGINT and SIGTERM abort at once until training
+    runs (``armed``); then they ask it to stop at the next step boundary (the `Stop`'s reason
+    records which), and a second SIGINT aborts at once."""
 
     def __init__(self, stop) -> None:
-        self.stop = stop
+        self.stop, self.armed = stop, False
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "_StopOnSignals":
@@ -175,7 +197,7 @@ class _StopOnSignals:
         return self
 
     def _handle(self, signum: int, frame) -> None:
-        if self.stop.reason and signum == signal.SIGINT:
+        if not self.armed or (self.stop.reason and signum == signal.SIGINT):
             raise KeyboardInterrupt
         self.stop.reason = signum
 

@@ -194,8 +194,8 @@ class TrainConfig:
     device: str = option("auto", "auto (CUDA when available), cpu, cuda or cuda:N", "schedule")
     precision: str = option("fp32", "fp32, or bf16: forward passes under bfloat16 autocast (faster on GPUs and on "
                             "CPUs with AMX; changes the numbers a run produces)", "speed", choices=PRECISIONS)
-    compile: str = option("off", "torch.compile both networks, in this mode (the flag alone: default; "
-                          "reduce-overhead also records CUDA graphs)", "speed", choices=COMPILE_MODES,
+    compile: str = option("off", "torch.compile both networks in this mode (reduce-overhead also records CUDA "
+                          "graphs)", "speed", choices=COMPILE_MODES,
                           label="compile mode", nargs="?", const="default")
     out_dir: str = option("runs", "parent folder of run directories", "output")
     name: str | None = option(None, "run directory name (default: dataset, labels, seed and time); an existing one "

@@ -159,7 +159,7 @@ def labelled_indices(y: Tensor | np.ndarray, per_class: int | str, seed: int) ->
     if per_class > counts.min():
         smallest = classes[counts.argmin()]
         raise CatGANError(
-            f"--labels-per-class {per_class} is more than the training split holds for class {smallest} "
+            f"`labels_per_class` {per_class} is more than the training split holds for class {smallest} "
             f"({counts.min()} images)"
         )
     rng = np.random.default_rng(seed)
@@ -207,7 +207,7 @@ def _data_dir(config: TrainConfig, required: bool = False) -> Path:
     """The configuration's data folder (or file), ``./data`` when it names none."""
     if config.data_dir is None:
         if required:
-            raise CatGANError(f"--dataset {config.dataset} needs --data-dir to say where the data is")
+            raise CatGANError(f"`dataset` {config.dataset} needs `data_dir` to say where the data is")
         return DEFAULT_DATA_DIR
     return Path(config.data_dir).expanduser()
 
@@ -273,7 +273,7 @@ def _load_mnist_like(config: TrainConfig) -> ImageData:
     searched = ", ".join(str(f) for f in folders)
     raise CatGANError(
         f"{config.dataset} not found: no {_IDX_FILES[0]}[.gz] and its three companions in {searched}; "
-        f"pass --download to fetch it, or --data-dir to point at it"
+        f"set `download` to fetch it, or `data_dir` to point at it"
     )
 
 
@@ -317,7 +317,7 @@ def _load_npz_from_config(config: TrainConfig) -> ImageData:
     if path.is_dir():
         candidates = sorted(path.glob("*.npz"))
         if len(candidates) != 1:
-            raise CatGANError(f"{path} must hold exactly one .npz file for --dataset arrays, found {len(candidates)}")
+            raise CatGANError(f"{path} must hold exactly one .npz file for `dataset` arrays, found {len(candidates)}")
         path = candidates[0]
     return _load_npz(path, name="arrays")
 

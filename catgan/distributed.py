@@ -70,8 +70,8 @@ class ProcessGroup:
         if device.type != "cuda":
             return device
         if device.index is not None and self.world_size > 1:
-            raise CatGANError(f"--device {device} names one GPU, but {self.world_size} processes were started; "
-                              "use --device cuda (or auto): each process takes the GPU of its local rank")
+            raise CatGANError(f"`device` {device} names one GPU, but {self.world_size} processes were started; "
+                              "use cuda (or auto): each process takes the GPU of its local rank")
         if self.local_rank >= torch.cuda.device_count():
             raise CatGANError(f"process of local rank {self.local_rank} has no GPU: only "
                               f"{torch.cuda.device_count()} are visible; start at most that many per node")
@@ -220,7 +220,7 @@ def convert_batch_norm(module: nn.Module) -> nn.Module:
 
 class DistributedCatGAN:
     """A `CatGAN`'s networks wrapped in DistributedDataParallel: what the step functions of
-    `catgan.training` are given in place of the model when several processes train."""
+    `catgan.steps` are given in place of the model when several processes train."""
 
     def __init__(self, model: nn.Module, device: torch.device) -> None:
         self.model = model

@@ -365,7 +365,8 @@ def _document_parameters(estimator: type, documented: set[str]) -> None:
     fields = {field.name for field in dataclasses.fields(TrainConfig)}
     names = [name for name in inspect.signature(estimator.__init__).parameters
              if name in fields and name not in documented]
-    estimator.__doc__ += "\n    The `TrainConfig` fields among the parameters:\n\n" + describe(names, "        ") + "\n"
+    estimator.__doc__ = ((estimator.__doc__ or "") + "\n    The `TrainConfig` fields among the parameters:\n\n"
+                         + describe(names, "        ") + "\n")  # (python -OO strips the docstring itself)
 
 
 _document_parameters(CatGANClassifier, {"epochs", "batch_size", "device"})

@@ -216,3 +216,6 @@ class MatrixProductUpsampling(Upsampling):
         with torch.autocast(device, enabled=False):
             return transposed_conv_by_matrix_product(x.to(dtype), self.weight.to(dtype), self.padding,
                                                      self.output_padding)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ", by_matrix_product=True"

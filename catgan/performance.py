@@ -1,7 +1,8 @@
 """The fast path: the kernels that replace network layers (`catgan.kernels`), memory allocation and
 threads on the CPU, cuDNN autotuning on CUDA, the channels-last layout, bfloat16 autocast, and
-``torch.compile``. The trainer switches on what changes no result (`prepare_networks`, the noise
-streams, cuDNN's autotuning); the process-wide settings (`tune_cpu`, OpenMP's spinning) are the
+``torch.compile``. The trainer switches on the fast path for the device and precision at hand
+(`prepare_networks`, the noise streams, cuDNN's autotuning; in float32 on the CPU none of it
+changes a result); the process-wide settings (`tune_cpu`, OpenMP's spinning) are the
 application's to make: the ``catgan`` command makes them, a library user may.
 
 The training loop itself is already the fast part: the images live in memory as one tensor (on

@@ -62,7 +62,7 @@ def plan_run_dir(config: TrainConfig) -> Path:
     if config.name is not None:
         run_dir = out_dir / config.name
         if run_dir.exists():
-            raise CatGANError(f"run directory {run_dir} already exists; choose another --name")
+            raise CatGANError(f"run directory {run_dir} already exists; choose another `name`")
         return run_dir
     labels = {0: f"k{config.clusters or 'auto'}", "all": "all-labels"}.get(config.labels_per_class)
     labels = labels or f"{config.labels_per_class}lpc"
@@ -79,7 +79,7 @@ def create_run_dir(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=False)
     except FileExistsError:
-        raise CatGANError(f"run directory {run_dir} already exists; choose another --name") from None
+        raise CatGANError(f"run directory {run_dir} already exists; choose another `name`") from None
     except OSError as err:
         raise CatGANError(f"cannot create run directory {run_dir}: {err.strerror or err}") from None
 

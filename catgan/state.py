@@ -24,7 +24,7 @@ from catgan.models import CatGAN
 if TYPE_CHECKING:
     from catgan.trainer import Trainer
 
-__all__ = ["NonFinite", "checkpoint_state", "fingerprint", "load_networks", "load_training_state"]
+__all__ = ["NonFinite", "checkpoint_state", "fingerprint", "load_networks", "load_training_state", "resume_point"]
 
 
 class NonFinite(Exception):
@@ -119,6 +119,17 @@ def load_networks(checkpoint: dict[str, Any], where: str) -> tuple[TrainConfig, 
     return config, model, list(checkpoint["classes"])
 
 
+def resume_point(checkpoint: dict[str, Any], where: str) -> tuple[TrainConfig, int, dict[str, Any], int]:
+    """What a resume checks before it starts: the saved configuration, the number of processes
+    that trained the run, the data's fingerprint and the step. Refuses a checkpoint without
+    training state."""
+    training = checkpoint.get("training")
+    if not isinstance(training, dict) or "data" not in training:
+        raise CatGANError(f"{where} holds no training state this version can resume from")
+    return (TrainConfig.from_dict(checkpoint["config"]), training.get("processes", 1), training["data"],
+            checkpoint["step"])
+
+
 def start(trainer: Trainer, resume: dict[str, Any] | None) -> None:
     """Start afresh (write the start files and a checkpoint of step 0) or continue from ``resume``."""
     t, config, runtime = trainer, trainer.config, trainer.runtime
@@ -148,6 +159,7 @@ def start(trainer: Trainer, resume: dict[str, Any] | None) -> None:
         raise CatGANError(f"cannot resume from this checkpoint: {type(err).__name__}: {err}") from None
     t.resumed_at.append(t.step)
     t.git_commits.append(runs.git_commit())
+    t.saved_step = t.step if t.run_dir is not None else None  # the checkpoint it resumed from
     if runtime.group is not None:  # the checkpoint holds rank 0's random state: each process takes its own
         runtime.seed(runtime.process_seed(config.seed, t.step))
 
@@ -249,7 +261,7 @@ def stop_or_checkpoint_due(trainer: Trainer) -> tuple[bool, bool]:
         return bool(t.stop.reason), by_steps or by_time
     if t.step % config.log_every and t.step != t.schedule.total:
         return False, by_steps
-    reason, time_on_main = group.largest([t.stop.reason, int(group.is_main and by_time)], t.device)
+    reason, time_on_main = group.largest([t.stop.reason, int(t.runtime.is_main and by_time)], t.device)
     t.stop.reason = reason
     return bool(reason), by_steps or bool(time_on_main)
 
@@ -260,6 +272,7 @@ def save_checkpoint(trainer: Trainer) -> None:
     check_weights(trainer)
     if trainer.run_dir is not None:
         runs.save_checkpoint(trainer.run_dir / runs.CHECKPOINT, checkpoint_state(trainer))
+        trainer.saved_step = trainer.step
     trainer.clock.saved()
 
 
@@ -268,9 +281,14 @@ def keep_last_good(trainer: Trainer) -> None:
     trainer.last_good = on_cpu(checkpoint_state(trainer, with_restart_point=False))
 
 
-def save_last_good(trainer: Trainer) -> None:
-    if trainer.run_dir is not None and trainer.last_good is not None:
-        runs.save_checkpoint(trainer.run_dir / runs.CHECKPOINT, trainer.last_good)
+def save_last_good(trainer: Trainer, unless_older: bool = False) -> None:
+    """Write the last finite state as the checkpoint (with ``unless_older``, only when the saved
+    checkpoint is older, so that an interrupt never takes a run back past a newer checkpoint)."""
+    if trainer.run_dir is None or trainer.last_good is None:
+        return
+    if unless_older and trainer.saved_step is not None and trainer.saved_step >= trainer.last_good["step"]:
+        return
+    runs.save_checkpoint(trainer.run_dir / runs.CHECKPOINT, trainer.last_good)
 
 
 def restart(trainer: Trainer, warning: TrainingWarning) -> bool:

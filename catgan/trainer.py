@@ -43,6 +43,11 @@ class TrainingStopped(Exception):
         where = f"checkpoint saved in {run_dir / runs.CHECKPOINT}" if run_dir is not None else "no run directory to save into"
         super().__init__(f"at step {step}; {where}")
 
+    @property
+    def signum(self) -> int:
+        """The reason, by its earlier name (the ``catgan`` command stops for a signal's number)."""
+        return self.reason
+
 
 class Trainer:
     """Runs one fixed training schedule on data already in memory (it never loads a dataset).
@@ -101,6 +106,7 @@ class Trainer:
         self.git_commits: list[str | None] = []  # the code's commit at the start, then at each resume
         self.terms_g: dict[str, Tensor] = {}  # G's terms from its latest update
         self.last_good: dict[str, Any] | None = None  # the latest state known finite, in host memory
+        self.saved_step: int | None = None  # the step of the checkpoint in run_dir, once this process wrote one
         self.on_step, self.stop = on_step or (lambda step, total, record: None), stop or Stop()
         self.batches = Batches(config, self.x_train, self.y_train, self.labelled, runtime)
 
@@ -137,8 +143,8 @@ class Trainer:
                 self._run_schedule()
                 return state.finish(self)
         except KeyboardInterrupt:
-            if not self.stop.reason:  # not a second Ctrl-C: keep the last finite state
-                state.save_last_good(self)
+            if not self.stop.reason:  # not a second Ctrl-C: keep the latest consistent state
+                state.save_last_good(self, unless_older=True)
             raise
         except state.NonFinite as error:
             state.stop_diverged(self, error.warning)  # raises TrainingDiverged

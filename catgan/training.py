@@ -24,7 +24,7 @@ from catgan.evaluation import evaluate, predict_features, predict_logits
 from catgan.records import check_tensorboard
 from catgan.runtime import resolve_device
 from catgan.schedule import WeightAverage, learning_rate, make_optimizers
-from catgan.state import fingerprint
+from catgan.state import fingerprint, resume_point
 from catgan.steps import Batch, Practices, discriminator_step, generator_step, supervised_step
 from catgan.trainer import Stop, Trainer, TrainingStopped
 
@@ -70,7 +70,7 @@ def train(config: TrainConfig, data: ImageData | None = None, log=print, command
     if data is None:
         data = load_dataset(config)
     log(data.describe())
-    return _run(config, data, run_dir, group, log, command=command, on_step=on_step, stop=stop, report=report)
+    return _run(config, data, run_dir, group, main, log, command=command, on_step=on_step, stop=stop, report=report)
 
 
 def resume(run_dir: str | Path, changes: dict[str, Any] | None = None, log=print, data: ImageData | None = None,
@@ -81,8 +81,8 @@ def resume(run_dir: str | Path, changes: dict[str, Any] | None = None, log=print
     Args:
         run_dir: the run directory (it holds a checkpoint and no summary yet).
         changes: configuration fields the resuming command set. Those in
-            ``config.RESUME_MAY_CHANGE`` (where the data is, the progress bar, the checkpoint
-            cadence) replace the saved ones; any other must equal the saved value.
+            ``config.RESUME_MAY_CHANGE`` (where the data is, ``progress``, the checkpoint cadence)
+            replace the saved ones; any other must equal the saved value.
         log: where one-line progress messages go.
         data: the dataset the run trained on, when it was not the one its configuration loads
             (for instance a validation split); None loads the configured one.
@@ -97,10 +97,7 @@ def resume(run_dir: str | Path, changes: dict[str, Any] | None = None, log=print
     if (run_dir / runs.SUMMARY).is_file():
         raise CatGANError(f"{run_dir} has finished (it holds {runs.SUMMARY}); there is nothing to resume")
     checkpoint = runs.load_checkpoint(run_dir)
-    training = checkpoint.get("training")
-    if not isinstance(training, dict) or "data" not in training:
-        raise CatGANError(f"{run_dir / runs.CHECKPOINT} holds no training state this version can resume from")
-    saved = TrainConfig.from_dict(checkpoint["config"])
+    saved, trained_by, trained_on, step = resume_point(checkpoint, str(run_dir / runs.CHECKPOINT))
     changes = changes or {}
     differing = sorted(name for name, value in changes.items()
                        if name not in RESUME_MAY_CHANGE and value != getattr(saved, name))
@@ -109,7 +106,7 @@ def resume(run_dir: str | Path, changes: dict[str, Any] | None = None, log=print
         raise CatGANError(f"{run_dir} was trained with other settings: {listed}; resume it with its own")
     config = dataclasses.replace(saved, **{name: changes[name] for name in changes if name in RESUME_MAY_CHANGE})
     group, main, log, config = _this_process(config, log)
-    processes, trained_by = group.world_size if group is not None else 1, training.get("processes", 1)
+    processes = group.world_size if group is not None else 1
     if trained_by != processes:
         raise CatGANError(f"{run_dir} was trained by {trained_by} process{'es' * (trained_by > 1)}; resume it with "
                           f"as many (this is {processes})")
@@ -117,23 +114,24 @@ def resume(run_dir: str | Path, changes: dict[str, Any] | None = None, log=print
     if data is None:
         data = load_dataset(config)
     now = fingerprint(data)
-    if now != training["data"]:
-        was = training["data"]
+    if now != trained_on:
+        was = trained_on
         raise CatGANError(
             f"{run_dir} was trained on other data ({was['train']} training and {was['test']} test images, "
             f"SHA-256 {was['sha256'][:12]}) than {config.dataset} found now ({now['train']} and {now['test']}, "
             f"{now['sha256'][:12]})"
         )
-    return _run(config, data, run_dir if main else None, group, log, checkpoint=checkpoint, data_fingerprint=now,
-                on_step=on_step, stop=stop, report=report)
+    return _run(config, data, run_dir if main else None, group, main, log, checkpoint=checkpoint,
+                data_fingerprint=now, resumed_at=step, on_step=on_step, stop=stop, report=report)
 
 
-def _run(config: TrainConfig, data: ImageData, run_dir: Path | None, group: ProcessGroup | None, log,
+def _run(config: TrainConfig, data: ImageData, run_dir: Path | None, group: ProcessGroup | None, main: bool, log,
          checkpoint: dict[str, Any] | None = None, data_fingerprint: dict[str, Any] | None = None,
+         resumed_at: int | None = None,
          command: str | None = None, on_step: OnStep | None = None, stop: Stop | None = None,
          report: Callable[[str], None] | None = None) -> RunResult:
-    """Train a new run into ``run_dir`` (to be created), or continue it from ``checkpoint``."""
-    main = group is None or group.is_main
+    """Train a new run into ``run_dir`` (to be created), or continue it from ``checkpoint``; ``main``:
+    whether this process is the one that writes and prints."""
     with _joined(group):
         trainer = Trainer(config, data, run_dir, command, report=report if main else _silent, group=group,
                           on_step=on_step if main else None, stop=stop)
@@ -147,23 +145,21 @@ def _run(config: TrainConfig, data: ImageData, run_dir: Path | None, group: Proc
         else:
             trainer.data_fingerprint = data_fingerprint  # checked by resume; not hashed again
             log(data.describe())
-            log(f"resuming {run_dir} at step {checkpoint['step']} of {trainer.schedule.total} ({where})")
+            log(f"resuming {run_dir} at step {resumed_at} of {trainer.schedule.total} ({where})")
         summary = trainer.fit(resume=checkpoint)
     return RunResult(run_dir, summary, data)
 
 
 def _this_process(config: TrainConfig, log) -> tuple[ProcessGroup | None, bool, Callable[[str], None], TrainConfig]:
     """The torchrun group (None for a single process), whether this process is the one that
-    writes and prints (rank 0), and its log and configuration (no progress bar but on rank 0)."""
+    writes and prints (rank 0), and its log and configuration."""
     group = ProcessGroup.from_environment()
     if group is None:
         return None, True, log, config
     if config.download:
         raise CatGANError("`download` with several processes would download once per process; download with one "
                           "process first, then start torchrun without it")
-    if group.is_main:
-        return group, True, log, config
-    return group, False, _silent, dataclasses.replace(config, progress=False)
+    return group, group.is_main, log if group.is_main else _silent, config
 
 
 def _silent(line: str) -> None:

@@ -118,7 +118,7 @@ def main() -> int:
     parser.add_argument("protocol", nargs="?", default="digits-quick", choices=sorted(PROTOCOLS))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--variant", nargs="*", choices=sorted(VARIANTS), help="only these variants (default: all)")
-    compare.add_run_options(parser, runs_dir=compare.REPO / "runs")
+    compare.add_run_options(parser, runs_dir=Path("runs"))  # relative, so recorded commands rerun anywhere
     args = parser.parse_args()
     compare.check_run_options(args, "ablation.py")
     runs = plan(args)

@@ -20,8 +20,8 @@ peak memory of:
   ``--compile``, compiled.
 
 Every measurement runs in a fresh process (the fast path's allocator setting is process-wide),
-after ``--warmup`` iterations, both loops with OpenMP's spinning as importing catgan first sets it
-(``GOMP_SPINCOUNT``; the user's value, if set). The loops take turns in ``--repeats`` rounds; each figure is the
+after ``--warmup`` iterations, both loops with OpenMP's spinning as the ``catgan`` command sets it
+(``GOMP_SPINCOUNT``; the user's value, if set), and catgan's with glibc's allocator tuned as the command tunes it. The loops take turns in ``--repeats`` rounds; each figure is the
 median over the rounds, and a loop's speed-up is the median of its ratios to the reference of
 the same round, so that a shared machine's drift between rounds cancels. The semi-supervised
 step is measured: 10 labelled images per class, a labelled batch beside each unlabelled one.

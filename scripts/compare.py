@@ -385,7 +385,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("protocol", choices=sorted(PROTOCOLS))
     parser.add_argument("--seeds", type=int, help="seeds per method (default: the protocol's)")
-    add_run_options(parser, runs_dir=REPO / "runs" / "compare")
+    add_run_options(parser, runs_dir=Path("runs") / "compare")  # relative, so recorded commands rerun anywhere
     parser.add_argument("--only", nargs="+", metavar="METHOD", help="run only these methods (run directory stems, "
                         "e.g. supervised all-labels); the tables still cover every finished run")
     parser.add_argument("--only-seeds", nargs="+", type=int, metavar="SEED", help="run only these seeds")

@@ -45,7 +45,7 @@ def run(name: str, args: list[str], work_dir: Path) -> dict:
     print(done.stdout.strip().splitlines()[-2], f"(command: {seconds:.1f} s)", flush=True)
     final_bar = done.stderr.replace("\r", "\n").strip().splitlines()[-1]
     return {"name": name, "command": "catgan " + " ".join(args), "command_seconds": round(seconds, 1),
-            "run_dir": str(work_dir / run_dir), "output": done.stdout, "final_progress_bar": final_bar, **summary}
+            "run_dir": str(run_dir), "output": done.stdout, "final_progress_bar": final_bar, **summary}
 
 
 def main() -> None:

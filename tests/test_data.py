@@ -111,7 +111,7 @@ def test_npz_missing_keys_or_file(tmp_path):
         load_dataset(TrainConfig(dataset="arrays", data_dir=str(tmp_path / "bad.npz")))
     with pytest.raises(CatGANError, match="no such file"):
         load_dataset(TrainConfig(dataset="arrays", data_dir=str(tmp_path / "absent.npz")))
-    with pytest.raises(CatGANError, match="needs --data-dir"):
+    with pytest.raises(CatGANError, match="needs `data_dir`"):
         load_dataset(TrainConfig(dataset="arrays"))
 
 

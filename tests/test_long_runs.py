@@ -316,3 +316,39 @@ def test_resume_refuses_data_that_does_not_match_the_checkpoint(tmp_path, monkey
     assert main(["train", "--resume", str(tmp_path / "three"), "--data-dir", str(tmp_path / "other.npz")]) == 2
     assert "was trained on other data" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path / "three"), "--data-dir", str(tmp_path / "3.npz")]) == 0
+
+
+def test_an_interrupt_outside_the_command_keeps_a_newer_checkpoint(tmp_path, make_config, digits, monkeypatch):
+    real_step, calls = catgan.steps.generator_step, []
+
+    def interrupted_on_the_twentieth_call(*args, **kwargs):  # a notebook's stop button: no signal handler
+        calls.append(1)
+        if len(calls) == 20:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(catgan.steps, "generator_step", interrupted_on_the_twentieth_call)
+    config = make_config(epochs=2, checkpoint_steps=10, out_dir=str(tmp_path), name="cut")
+    with pytest.raises(KeyboardInterrupt):
+        catgan.training.train(config, data=digits, log=lambda line: None)
+    assert load_checkpoint(tmp_path / "cut")["step"] == 10  # not taken back to step 0, the last epoch end
+
+
+def test_a_signal_before_training_runs_aborts_at_once():
+    from catgan.cli import _StopOnSignals
+    from catgan.training import Stop
+
+    signals = _StopOnSignals(Stop())
+    with pytest.raises(KeyboardInterrupt):  # loading data, say: nothing to stop at a step boundary yet
+        signals._handle(signal.SIGTERM, None)
+    signals.armed = True
+    signals._handle(signal.SIGTERM, None)
+    assert signals.stop.reason == signal.SIGTERM
+
+
+def test_the_package_gives_its_submodules_and_names_without_importing_torch_first():
+    code = ("import sys, catgan; assert 'torch' not in sys.modules; "
+            "print(catgan.losses.marginal_entropy.__name__, catgan.TrainConfig.__name__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env())
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["marginal_entropy", "TrainConfig"]
