@@ -34,7 +34,7 @@ def test_labelled_subset_is_balanced_seeded_and_sorted(digits):
 def test_labelled_subset_refuses_more_than_a_class_holds(digits):
     smallest = int(torch.bincount(digits.y_train).min())
     assert len(labelled_indices(digits.y_train, smallest, seed=0)) == 10 * smallest
-    with pytest.raises(CatGANError, match="labels-per-class"):
+    with pytest.raises(CatGANError, match="`labels_per_class` "):
         labelled_indices(digits.y_train, smallest + 1, seed=0)
 
 
@@ -190,7 +190,7 @@ def test_idx_reader_refuses_bad_files(tmp_path):
 
 
 def test_mnist_missing_says_how_to_get_it(tmp_path):
-    with pytest.raises(CatGANError, match="--download"):
+    with pytest.raises(CatGANError, match="set `download` to fetch it"):
         load_dataset(TrainConfig(dataset="mnist", data_dir=str(tmp_path)))
 
 
