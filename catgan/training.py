@@ -56,8 +56,8 @@ def train(config: TrainConfig, data: ImageData | None = None, log=print, command
         data: the dataset; None loads the one ``config`` names.
         log: where one-line progress messages go.
         command: the command line that started the run, recorded in the summary.
-        on_step, stop, report: as for `Trainer` (a progress bar's hook, a stop request, where
-            warnings go).
+        on_step, stop, report: as for `Trainer` (a progress bar's hook, called in every process
+            of several; a stop request; where warnings go, rank 0's only).
 
     Raises:
         CatGANError: for bad input, before any run directory is created.
@@ -134,7 +134,7 @@ def _run(config: TrainConfig, data: ImageData, run_dir: Path | None, group: Proc
     whether this process is the one that writes and prints."""
     with _joined(group):
         trainer = Trainer(config, data, run_dir, command, report=report if main else _silent, group=group,
-                          on_step=on_step if main else None, stop=stop)
+                          on_step=on_step, stop=stop)
         where = f"device {trainer.runtime.describe()}"
         if checkpoint is None:
             if run_dir is not None:
