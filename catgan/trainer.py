@@ -16,7 +16,7 @@ from catgan import performance, runs, state, steps
 from catgan.config import CatGANError, TrainConfig
 from catgan.data import ImageData, labelled_indices
 from catgan.diagnostics import HealthMonitor
-from catgan.distributed import ProcessGroup, digest
+from catgan.distributed import ProcessGroup
 from catgan.evaluation import evaluate
 from catgan.models import CatGAN
 from catgan.records import Clock, Records
