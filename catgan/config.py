@@ -96,16 +96,24 @@ def option(default: Any, help: str, group: str, rule: Rule | None = None, choice
     return dataclasses.field(default=default, metadata=metadata)
 
 
+SEED: Rule = (lambda v: _is_int(v) and 0 <= v <= MAX_SEED, "be an integer in [0, 2**63)")
+DEVICE: Rule = (lambda v: isinstance(v, str) and _DEVICE_NAME.fullmatch(v) is not None,
+                "be auto, cpu, cuda or cuda:N")
+
+
 def check_device_name(name: object) -> None:
-    """Refuse a device name other than auto, cpu, cuda or cuda:N."""
-    if not (isinstance(name, str) and _DEVICE_NAME.fullmatch(name)):
-        raise CatGANError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    """Refuse a device name other than auto, cpu, cuda or cuda:N (for commands that take one)."""
+    _obey(DEVICE, "device", name)
 
 
 def check_seed(seed: object) -> None:
-    """Refuse a seed that is not an integer in [0, 2**63)."""
-    if not (_is_int(seed) and 0 <= seed <= MAX_SEED):
-        raise CatGANError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    """Refuse a seed that is not an integer in [0, 2**63) (for commands that take one)."""
+    _obey(SEED, "seed", seed)
+
+
+def _obey(rule: Rule, label: str, value: Any) -> None:
+    if not rule[0](value):
+        raise CatGANError(f"{label} must {rule[1]}, got {value!r}")
 
 
 def _labels(text: str) -> int | str:
@@ -190,8 +198,8 @@ class TrainConfig:
                                      NON_NEGATIVE)
     ema_decay: float = option(0.0, "evaluate with an exponential moving average of D's weights (0: off; e.g. "
                               "0.999)", "practices", SHARE)
-    seed: int = option(0, "seed of the labelled subset, initialisation, batches and noise", "schedule")
-    device: str = option("auto", "auto (CUDA when available), cpu, cuda or cuda:N", "schedule")
+    seed: int = option(0, "seed of the labelled subset, initialisation, batches and noise", "schedule", SEED)
+    device: str = option("auto", "auto (CUDA when available), cpu, cuda or cuda:N", "schedule", DEVICE)
     precision: str = option("fp32", "fp32, or bf16: forward passes under bfloat16 autocast (faster on GPUs and on "
                             "CPUs with AMX; changes the numbers a run produces)", "speed", choices=PRECISIONS)
     compile: str = option("off", "torch.compile both networks in this mode (reduce-overhead also records CUDA "
@@ -224,8 +232,6 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             _check(field, getattr(self, field.name))
-        check_seed(self.seed)
-        check_device_name(self.device)
         if self.method == "supervised":
             if self.labels_per_class == 0:
                 raise CatGANError("the supervised method needs labels: labels_per_class must be at least 1")
@@ -264,8 +270,8 @@ def _check(field: dataclasses.Field, value: Any) -> None:
     label = meta["label"] or field.name
     if meta["choices"] is not None and value not in meta["choices"]:
         raise CatGANError(f"unknown {label} {value!r}; choose one of {', '.join(meta['choices'])}")
-    if meta["rule"] is not None and not meta["rule"][0](value):
-        raise CatGANError(f"{label} must {meta['rule'][1]}, got {value!r}")
+    if meta["rule"] is not None:
+        _obey(meta["rule"], label, value)
 
 
 def describe(names: list[str] | None = None, indent: str = "    ") -> str:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from catgan.config import TrainConfig
+from catgan.config import CatGANError, TrainConfig
 from catgan.models import CatGAN
 from catgan.steps import Batch, Practices
 
@@ -93,6 +93,9 @@ class Batches:
             self.unlabelled = IndexCycler(torch.arange(len(x), device=x.device), global_batch, self.order)
         if config.uses_labels:
             per_process = min(global_batch, len(labelled)) // runtime.world_size
+            if per_process == 0:
+                raise CatGANError(f"{len(labelled)} labelled images cannot be shared among {runtime.world_size} "
+                                  "processes")
             self.labelled = IndexCycler(torch.from_numpy(labelled).to(x.device), per_process * runtime.world_size,
                                         self.order)
 

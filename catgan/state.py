@@ -12,6 +12,7 @@ import copy
 import hashlib
 from typing import TYPE_CHECKING, Any, NoReturn
 
+import torch
 from torch import Tensor
 
 from catgan import __version__, runs
@@ -189,8 +190,6 @@ def finish(trainer: Trainer) -> dict[str, Any]:
 
 def common_summary(trainer: Trainer) -> dict[str, Any]:
     """What every summary records besides the figures: time, sizes, versions, warnings, restarts."""
-    import torch
-
     t, config = trainer, trainer.config
     return {
         "wall_seconds": t.clock.seconds(),
@@ -224,8 +223,6 @@ def check_losses(trainer: Trainer, record: dict[str, Any]) -> None:
 
 def check_weights(trainer: Trainer) -> None:
     """Raise `NonFinite` when a weight is not finite."""
-    import torch
-
     bad = [name for name, p in trainer.model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
         message = f"non-finite weights in {len(bad)} parameters ({bad[0]}, ...)"

@@ -222,8 +222,6 @@ def _labelled(config: TrainConfig, data: ImageData, labelled: np.ndarray | None,
             raise CatGANError(f"labelled must be distinct indices of the {len(data.x_train)} training images")
         if config.uses_labels and len(labelled) == 0:
             raise CatGANError("no training image is labelled")
-    if config.uses_labels and min(config.batch_size * world_size, len(labelled)) // world_size == 0:
-        raise CatGANError(f"{len(labelled)} labelled images cannot be shared among {world_size} processes")
     return labelled
 
 

@@ -64,7 +64,7 @@ def train(config: TrainConfig, data: ImageData | None = None, log=print, command
         TrainingDiverged: training stopped at a non-finite loss or weight (see `Trainer.fit`).
         TrainingStopped: ``stop`` was requested; a checkpoint was saved.
     """
-    group, main, log, config = _this_process(config, log)
+    group, main, log = _this_process(config, log)
     check_tensorboard(config)
     run_dir = runs.plan_run_dir(config) if main else None
     if data is None:
@@ -105,7 +105,7 @@ def resume(run_dir: str | Path, changes: dict[str, Any] | None = None, log=print
         listed = ", ".join(f"{name} (saved {getattr(saved, name)!r}, asked {changes[name]!r})" for name in differing)
         raise CatGANError(f"{run_dir} was trained with other settings: {listed}; resume it with its own")
     config = dataclasses.replace(saved, **{name: changes[name] for name in changes if name in RESUME_MAY_CHANGE})
-    group, main, log, config = _this_process(config, log)
+    group, main, log = _this_process(config, log)
     processes = group.world_size if group is not None else 1
     if trained_by != processes:
         raise CatGANError(f"{run_dir} was trained by {trained_by} process{'es' * (trained_by > 1)}; resume it with "
@@ -150,16 +150,16 @@ def _run(config: TrainConfig, data: ImageData, run_dir: Path | None, group: Proc
     return RunResult(run_dir, summary, data)
 
 
-def _this_process(config: TrainConfig, log) -> tuple[ProcessGroup | None, bool, Callable[[str], None], TrainConfig]:
+def _this_process(config: TrainConfig, log) -> tuple[ProcessGroup | None, bool, Callable[[str], None]]:
     """The torchrun group (None for a single process), whether this process is the one that
-    writes and prints (rank 0), and its log and configuration."""
+    writes and prints (rank 0), and its log; refuses what several processes cannot do."""
     group = ProcessGroup.from_environment()
     if group is None:
-        return None, True, log, config
+        return None, True, log
     if config.download:
         raise CatGANError("`download` with several processes would download once per process; download with one "
                           "process first, then start torchrun without it")
-    return group, group.is_main, log if group.is_main else _silent, config
+    return group, group.is_main, log if group.is_main else _silent
 
 
 def _silent(line: str) -> None:
