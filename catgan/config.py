@@ -196,6 +196,12 @@ class TrainConfig:
     feature_matching: float = option(0.0, "weight of feature matching, ||E f(x) - E f(G(z))||^2 with f D's "
                                      "penultimate layer (Salimans et al. 2016), in G's loss", "practices",
                                      NON_NEGATIVE)
+    vat_weight: float = option(0.0, "weight of virtual adversarial training in D's loss: KL(p(y|x) || p(y|x + r)) "
+                               "on real images, r the small perturbation that changes D's prediction most "
+                               "(Miyato et al. 2018); 0: off", "practices", NON_NEGATIVE)
+    vat_epsilon: float = option(0.1, "size of that perturbation, as its root mean square per pixel value on the "
+                                "[-1, 1] image scale (0: D's own noise is the only perturbation)", "practices",
+                                NON_NEGATIVE)
     ema_decay: float = option(0.0, "evaluate with an exponential moving average of D's weights (0: off; e.g. "
                               "0.999)", "practices", SHARE)
     seed: int = option(0, "seed of the labelled subset, initialisation, batches and noise", "schedule", SEED)

@@ -48,7 +48,8 @@ class Schedule:
         self.steps_per_epoch = steps_per_epoch
         self.total = config.epochs * steps_per_epoch
         self.practices_fixed = Practices(config.instance_noise, config.label_smoothing, config.label_noise,
-                                         config.joint_batches, config.feature_matching, config.marginal_weight)
+                                         config.joint_batches, config.feature_matching, config.marginal_weight,
+                                         config.vat_weight, config.vat_epsilon)
 
     def epoch(self, step: int) -> int:
         """The 1-based epoch that step ``step`` (0-based) belongs to."""

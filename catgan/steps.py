@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from catgan.consistency import virtual_adversarial_loss
 from catgan.diagnostics import class_histogram, gradient_norm
 from catgan.losses import discriminator_terms, generator_terms
 from catgan.models import CatGAN, frozen_batchnorm_statistics
@@ -44,6 +45,8 @@ class Practices(NamedTuple):
     joint_batches: bool = False
     feature_matching: float = 0.0
     marginal_weight: float = 1.0  # of H[p_bar_real] in D's loss (an objective weight; 1 is the paper's)
+    vat_weight: float = 0.0  # of the virtual adversarial term in D's loss (`catgan.consistency`)
+    vat_epsilon: float = 0.0  # its perturbation's RMS per pixel value
 
 
 def discriminator_step(
@@ -60,7 +63,8 @@ def discriminator_step(
     Real images (unlabelled and labelled together) go through D in one batch, generated images in
     another with D's batch-norm running statistics left unchanged; with ``joint_batches`` all go
     through in one batch, whose statistics (and running averages) then mix real and generated
-    images. Returns the loss terms of `catgan.losses.discriminator_loss` as detached tensors, plus
+    images. With ``vat_weight`` > 0, D's loss also holds that weight times the virtual adversarial
+    term on the real images (`catgan.consistency`), returned as ``vat``. Returns the loss terms of `catgan.losses.discriminator_loss` as detached tensors, plus
     ``grad_norm`` (of D's gradients) and ``accuracy_lab`` (D's accuracy on the labelled batch,
     against the true labels) when there is one.
 
@@ -93,6 +97,10 @@ def discriminator_step(
             logits_lab, y_lab, y_true = gather(logits_lab), gather(y_lab), gather(y_true)
     loss, terms = discriminator_terms(logits_real, logits_fake, logits_lab, y_lab, lam, practices.label_smoothing,
                                       practices.marginal_weight)
+    if practices.vat_weight > 0:
+        terms["vat"] = virtual_adversarial_loss(discriminator, x_real, logits_all_real, practices.vat_epsilon, autocast)
+        loss = loss + practices.vat_weight * terms["vat"]
+        terms["vat"], terms["loss_d"] = terms["vat"].detach(), loss.detach()
     terms["grad_norm"] = _update(optimizer, loss, discriminator)
     if logits_lab is not None:
         terms["accuracy_lab"] = _accuracy(logits_lab, y_true)

@@ -1,0 +1,120 @@
+"""Virtual adversarial training (`catgan.consistency`): the direction it finds, the term, and its place in D's step."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from catgan.config import TrainConfig
+from catgan.consistency import adversarial_direction, virtual_adversarial_loss, without_noise
+from catgan.models import CatGAN
+from catgan.training import Batch, Practices, discriminator_step, make_optimizers
+
+
+def _model(**options):
+    torch.manual_seed(0)
+    config = TrainConfig(latent_dim=8, d_width=8, g_width=8, feature_dim=16, **options)
+    return config, CatGAN(config, (1, 8, 8), num_clusters=10)
+
+
+def _images(n=32, seed=1):
+    return torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def _kl(d, x, r):
+    with torch.no_grad(), without_noise(d):
+        log_p = F.log_softmax(d(x), dim=1)
+        return (log_p.exp() * (log_p - F.log_softmax(d(x + r), dim=1))).sum(dim=1)
+
+
+def test_without_noise_switches_d_noise_off_in_training_mode_and_back_on():
+    _, model = _model()
+    d, x = model.discriminator, _images()
+    d.train()
+    with torch.no_grad():
+        assert not torch.equal(d(x), d(x))
+        with without_noise(d):
+            assert torch.equal(d(x), d(x))
+        assert not torch.equal(d(x), d(x))
+
+
+def test_the_adversarial_direction_is_unit_and_moves_d_more_than_a_random_one():
+    _, model = _model()
+    d, x = model.discriminator, _images(64)
+    d.train()
+    torch.manual_seed(2)
+    direction = adversarial_direction(d, x)
+    assert torch.allclose(direction.flatten(1).norm(dim=1), torch.ones(64), atol=1e-5)
+    random = torch.randn_like(x)
+    random = random / random.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    adversarial, other = _kl(d, x, 0.5 * direction), _kl(d, x, 0.5 * random)
+    assert adversarial.mean() > 5 * other.mean()
+    assert (adversarial > other).float().mean() > 0.9
+
+
+def test_finding_the_direction_leaves_d_parameters_and_statistics_alone():
+    _, model = _model()
+    d = model.discriminator
+    d.train()
+    before = {name: value.clone() for name, value in d.state_dict().items()}
+    adversarial_direction(d, _images())
+    assert all(torch.equal(before[name], value) for name, value in d.state_dict().items())
+    assert all(p.grad is None for p in d.parameters())
+
+
+def test_the_term_is_zero_without_perturbation_or_noise_and_positive_with_either():
+    _, model = _model()
+    d, x = model.discriminator, _images()
+    d.train()
+    with without_noise(d):
+        logits = d(x)
+        assert virtual_adversarial_loss(d, x, logits, epsilon=0.0).item() == pytest.approx(0.0, abs=1e-6)
+        assert virtual_adversarial_loss(d, x, logits, epsilon=0.1).item() > 1e-4
+    assert virtual_adversarial_loss(d, x, d(x), epsilon=0.0).item() > 1e-4
+    with pytest.raises(ValueError, match="vat_epsilon must be >= 0"):
+        virtual_adversarial_loss(d, x, logits, epsilon=-1.0)
+
+
+def test_the_term_trains_d_through_the_perturbed_pass_only():
+    _, model = _model()
+    d, x = model.discriminator, _images()
+    d.train()
+    logits = d(x)
+    loss = virtual_adversarial_loss(d, x, logits, epsilon=0.1)
+    loss.backward()
+    assert all(p.grad is not None for p in d.parameters())
+    # the target is held fixed: the term's gradient does not reach the logits it was given
+    logits_leaf = logits.detach().requires_grad_(True)
+    virtual_adversarial_loss(d, x, logits_leaf, epsilon=0.1).backward()
+    assert logits_leaf.grad is None
+
+
+def test_d_step_adds_the_weighted_term_and_leaves_the_default_step_unchanged():
+    batch = Batch(None, None, _images())
+    results = {}
+    for weight in (0.0, 2.0):
+        config, model = _model()
+        opt_d, _ = make_optimizers(model, config)
+        torch.manual_seed(5)
+        terms = discriminator_step(model, opt_d, batch, lam=1.0, practices=Practices(vat_weight=weight, vat_epsilon=0.1))
+        results[weight] = terms, model.discriminator.convs[0].weight.detach().clone()
+    plain, weighted = results[0.0][0], results[2.0][0]
+    assert "vat" not in plain and weighted["vat"] > 0
+    entropies = (-weighted["marginal_entropy_real"] + weighted["conditional_entropy_real"]
+                 - weighted["conditional_entropy_fake"])
+    assert weighted["loss_d"] == pytest.approx(float(entropies + 2.0 * weighted["vat"]), rel=1e-5)
+    assert not torch.equal(results[0.0][1], results[2.0][1])
+    # with the term off, the step draws nothing extra: the same seed gives the same update as before
+    config, model = _model()
+    opt_d, _ = make_optimizers(model, config)
+    torch.manual_seed(5)
+    discriminator_step(model, opt_d, batch, lam=1.0)
+    assert torch.equal(model.discriminator.convs[0].weight, results[0.0][1])
+
+
+def test_the_vat_flags_reach_the_configuration():
+    from catgan.cli import _build_parser
+
+    args = _build_parser().parse_args(["train", "--vat-weight", "1", "--vat-epsilon", "0.2"])
+    assert (args.vat_weight, args.vat_epsilon) == (1.0, 0.2)
+    with pytest.raises(ValueError, match="vat_weight"):
+        TrainConfig(vat_weight=-1)
