@@ -1,12 +1,15 @@
 """How a clustering run's clusters divide the classes: counts per cluster and class on training images.
 
     python scripts/cluster_contingency.py RUN [RUN ...] [--data-dir DIR] [--images 10000] [--out FILE.md]
+        [--plot FILE.png] [--by-cluster FILE.png]
 
 For each finished clustering run (trained without labels), D assigns the first --images training
 images to clusters; the table counts them per cluster (rows) and true class (columns). The
 training labels were hidden from the run, and the test split is not read, so this describes a
 run without touching the data its figures are reported on. Prints markdown, and writes it to
---out when given.
+--out when given. --plot draws each run's table as a picture (clusters against classes, each class's
+images as shares over the clusters); --by-cluster shows, for each run, a row per cluster of the
+training images D is most confident belong to it (an empty row: a cluster that holds none).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import dataclasses
 import shlex
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -26,8 +30,16 @@ from catgan.runs import git_commit, load_run
 from catgan.training import predict_logits
 
 
-def contingency(run: str, data_dir: str | None, images: int) -> tuple[np.ndarray, list[str]]:
-    """Counts (clusters, classes) of the first ``images`` training images, and the class names."""
+class Assigned(NamedTuple):
+    counts: np.ndarray  # (clusters, classes)
+    classes: list[str]
+    x: torch.Tensor  # the images assigned
+    clusters: np.ndarray  # D's cluster of each
+    confidence: np.ndarray  # D's probability of that cluster
+
+
+def contingency(run: str, data_dir: str | None, images: int) -> Assigned:
+    """The first ``images`` training images assigned to clusters, counted per cluster and class."""
     config, model, classes = load_run(run)
     if config.uses_labels:
         raise CatGANError(f"{run} was trained with labels; its outputs are classes, not clusters")
@@ -35,12 +47,50 @@ def contingency(run: str, data_dir: str | None, images: int) -> tuple[np.ndarray
         config = dataclasses.replace(config, data_dir=data_dir, download=False)
     data = load_dataset(config)
     x, y = data.x_train[:images], data.y_train[:images].numpy()
-    model.eval()
-    with torch.no_grad():
-        assigned = predict_logits(model.discriminator, x).argmax(dim=1).numpy()
+    probabilities = predict_logits(model.discriminator, x).softmax(dim=1)
+    confidence, assigned = (t.numpy() for t in probabilities.max(dim=1))
     counts = np.zeros((model.num_clusters, data.num_classes), dtype=int)
     np.add.at(counts, (assigned, y), 1)
-    return counts, list(data.classes)
+    return Assigned(counts, list(data.classes), x, assigned, confidence)
+
+
+def cluster_order(counts: np.ndarray) -> np.ndarray:
+    """Clusters sorted by their majority class, then by size (largest first)."""
+    return np.array(sorted(range(len(counts)), key=lambda k: (counts[k].argmax(), -counts[k].sum())))
+
+
+def plot_tables(runs: list[str], tables: list[Assigned], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 4.6), squeeze=False)
+    for ax, run, table in zip(axes[0], runs, tables):
+        counts = table.counts[cluster_order(table.counts)]
+        shares = counts / np.maximum(counts.sum(axis=0, keepdims=True), 1)
+        image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+        ax.set_xticks(range(len(table.classes)), table.classes, fontsize=7)
+        ax.set_yticks(range(len(counts)), [str(n) for n in counts.sum(axis=1)], fontsize=6)
+        ax.set_xlabel("hidden class")
+        ax.set_ylabel("cluster (its size)")
+        ax.set_title(Path(run).name, fontsize=8)
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="share of the class's images")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_by_cluster(tables: list[Assigned], path: str, per_cluster: int = 10) -> None:
+    from catgan.runs import save_image_grid
+
+    rows = []
+    for table in tables:
+        for k in cluster_order(table.counts):
+            members = np.flatnonzero(table.clusters == k)
+            best = members[np.argsort(-table.confidence[members])][:per_cluster]
+            blank = torch.zeros((per_cluster - len(best), *table.x.shape[1:]))  # grey: too few images
+            rows.append(torch.cat([table.x[torch.as_tensor(best, dtype=torch.long)], blank]))
+    save_image_grid(torch.cat(rows), Path(path), nrow=per_cluster)
 
 
 def markdown(run: str, counts: np.ndarray, classes: list[str]) -> str:
@@ -61,11 +111,18 @@ def main() -> int:
     parser.add_argument("--data-dir", help="where the data is now (default: as when trained)")
     parser.add_argument("--images", type=int, default=10000, help="training images to assign (default: 10000)")
     parser.add_argument("--out", help="also write the tables to this markdown file")
+    parser.add_argument("--plot", help="draw the tables as pictures into this PNG file")
+    parser.add_argument("--by-cluster", help="the most confident images of each cluster into this PNG file")
     args = parser.parse_args()
     try:
-        parts = [markdown(run, *contingency(run, args.data_dir, args.images)) for run in args.runs]
+        tables = [contingency(run, args.data_dir, args.images) for run in args.runs]
     except CatGANError as err:
         sys.exit(f"cluster_contingency.py: {err}")
+    parts = [markdown(run, table.counts, table.classes) for run, table in zip(args.runs, tables)]
+    if args.plot:
+        plot_tables(args.runs, tables, args.plot)
+    if args.by_cluster:
+        plot_by_cluster(tables, args.by_cluster)
     command = "python scripts/cluster_contingency.py " + shlex.join(sys.argv[1:])
     made = f"Made by `{command}` at commit {git_commit()}, on the CPU, torch {torch.__version__}."
     text = "\n".join(["# Clusters against the hidden classes", "", made, "", *parts])

@@ -30,10 +30,11 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from catgan import TrainConfig, load_dataset
-from catgan.baselines import kmeans_on_pixels
+from catgan.baselines import kmeans_on_features, kmeans_on_pixels
+from catgan.data import labelled_indices
 from catgan.cli import EXIT_DIVERGED
 from catgan.config import RESUME_MAY_CHANGE, CatGANError
-from catgan.runs import git_commit, load_checkpoint, set_aside, write_json
+from catgan.runs import git_commit, load_checkpoint, load_run, set_aside, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,6 +45,11 @@ SETTINGS = {
     "mnist": dict(epochs=10, d_width=32, g_width=16),
     "fashion-mnist": dict(epochs=10, d_width=32, g_width=16),
 }
+
+# Clustering protocols name each cluster by the labelled images of their semi-supervised
+# counterpart (digits-quick: 5 per class; mnist-100, fashion-100: 10), drawn with the run's seed.
+NAMING_LABELS = {"digits": 5, "mnist": 10, "fashion-mnist": 10}
+PROBE = 5000  # training images (read without labels) for D's label-free mutual information
 
 # Published figures, as listed in ../shared/docs/PROTOCOLS.md: Springenberg 2016 (CatGAN, its
 # supervised-only CNN), Salimans et al. 2016 (Improved-GAN), Li et al. 2017 (Triple-GAN),
@@ -56,6 +62,7 @@ ANCHORS = {
     "mnist-all": ["Conv-CatGAN 0.48", "small CNN 0.36"],
     "mnist-cluster": ["Conv-CatGAN 95.73 ACC (4.27 error)", "k-means on pixels 53-57 ACC", "DEC 84.3 ACC",
                       "IIC 99.2 ACC"],
+    "mnist-cluster-paper": ["Conv-CatGAN 4.27 error (Table 2)", "PI-CatGAN 9.7 error (Table 1)"],
     "fashion-cluster": ["ClusterGAN 61.2 ACC"],
     "digits-cluster": ["k-means on pixels 77.8 ACC (issue 18's figure, measured here in the k-means row)"],
     "fashion-100": ["small CNN with all labels ~ 90-92 accuracy (8-10 error)"],
@@ -79,11 +86,28 @@ def semi_supervised(labels: int | str) -> list[Method]:
     ]
 
 
+# Issue 18's fix for dead clusters, chosen on digits-cluster and the MNIST sweeps
+# (results/clustering-diagnosis.md): a larger weight of the marginal entropy.
+FIX = dict(marginal_weight=2.0)
+FIX_LABEL = "--marginal-weight 2"
+
+
 def clustering() -> list[Method]:
+    """mnist-cluster and fashion-cluster: K = 10 and K = 20 (its runs also serve mnist-cluster-paper)."""
     return [
-        Method("CatGAN, K = 10", "catgan-k10", dict(labels_per_class=0, clusters=10)),
+        Method("CatGAN, K = 10 (the paper's objective)", "catgan-k10", dict(labels_per_class=0, clusters=10)),
+        Method(f"CatGAN, K = 10, {FIX_LABEL}", "catgan-k10-fix", dict(labels_per_class=0, clusters=10, **FIX)),
         Method("k-means on pixels, K = 10", "kmeans-k10", dict(kmeans=10)),
-        Method("CatGAN, K = 20", "catgan-k20", dict(labels_per_class=0, clusters=20), seeds=1),
+        *over_clustering(),
+    ]
+
+
+def over_clustering() -> list[Method]:
+    """K = 20: mnist-cluster's many-to-one rows and mnist-cluster-paper's (clusters named by labelled images)."""
+    return [
+        Method("CatGAN, K = 20 (the paper's objective)", "catgan-k20", dict(labels_per_class=0, clusters=20)),
+        Method(f"CatGAN, K = 20, {FIX_LABEL}", "catgan-k20-fix", dict(labels_per_class=0, clusters=20, **FIX)),
+        Method("k-means on pixels, K = 20", "kmeans-k20", dict(kmeans=20)),
     ]
 
 
@@ -111,7 +135,10 @@ PROTOCOLS = {
     "fashion-100": ("fashion-mnist", 3, semi_supervised(10)),
     "fashion-1000": ("fashion-mnist", 3, semi_supervised(100)),
     "fashion-cluster": ("fashion-mnist", 3, clustering()),
+    "mnist-cluster-paper": ("mnist", 3, over_clustering()),
 }
+# Protocols that report runs of another: mnist-cluster-paper reads mnist-cluster's K = 20 runs.
+RUNS_OF = {"mnist-cluster-paper": "mnist-cluster"}
 
 
 def train_args(config: TrainConfig) -> list[str]:
@@ -136,7 +163,7 @@ def plan(protocol: str, seeds: int | None, args) -> list[tuple[Method, int, Path
     runs = []
     for method in methods:
         for seed in range(method.seeds or seeds or default_seeds):
-            run_dir = Path(args.runs_dir) / protocol / f"{method.slug}-seed{seed}"
+            run_dir = Path(args.runs_dir) / RUNS_OF.get(protocol, protocol) / f"{method.slug}-seed{seed}"
             if "kmeans" in method.options:
                 options = dict(labels_per_class=0, clusters=method.options["kmeans"])
             else:
@@ -205,10 +232,12 @@ def run_one(method: Method, seed: int, run_dir: Path, config: TrainConfig, proto
         if done.returncode != 0:
             lines = log.read_text().strip().splitlines()
             return f"{run_dir.name} failed ({done.returncode}): {lines[-1] if lines else 'no output'} (see {log})"
+        if config.labels_per_class == 0:
+            cluster_figures(run_dir, threads)  # here, side by side with the other runs, rather than in collect
         return ""
-    k = config.clusters
+    k, data = config.clusters, load_dataset(config)
     with threadpool_limits(threads):  # in this process: keep to its share of the CPU
-        report = kmeans_on_pixels(load_dataset(config), k, seed)
+        report = kmeans_on_pixels(data, k, seed, naming=naming_indices(data, config))
     run_dir.mkdir(parents=True)
     write_json(run_dir / "summary.json", {
         **report, "clusters": k, "labelled": 0, "dataset": config.dataset, "device": "cpu (scikit-learn)",
@@ -235,12 +264,66 @@ def run_all(todo, protocol: str, jobs: int, threads: int | None = None) -> list[
     return failures
 
 
-def collect(runs) -> list[dict]:
+def naming_indices(data, config: TrainConfig) -> "np.ndarray":
+    """The training images whose labels name the clusters (see NAMING_LABELS)."""
+    return labelled_indices(data.y_train, NAMING_LABELS[config.dataset], config.seed)
+
+
+def cluster_figures(run_dir: Path, threads: int) -> dict:
+    """What a finished CatGAN clustering run's summary does not hold (kept in RUN/cluster_figures.json):
+    - ``test_shares`` and ``dead_clusters``: the share of the test images in each cluster (D's argmax,
+      evaluation mode), and how many clusters hold under 1% of them;
+    - ``mutual_information``: D's estimate H[p_bar] - E H[p(y|x)], in nats, on the first PROBE
+      training images, read without labels (the selection rule that reads no label);
+    - ``marginal_entropy_probe`` and ``assignment_entropy_probe``: the entropy of D's mean soft
+      prediction on those images, and of the histogram of its hard assignments (argmax);
+    - ``named_error``: test error % when each cluster takes the majority class of the naming images
+      (the paper's protocol; a cluster that holds none of them is wrong for every image in it);
+    - ``kmeans_features_*``: k-means with one cluster per class on D's penultimate features."""
+    from catgan.evaluation import predict_logits
+    from catgan.losses import conditional_entropy, marginal_entropy
+    from catgan.metrics import cluster_names, named_cluster_error
+
+    path = run_dir / "cluster_figures.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    config, model, _ = load_run(run_dir)
+    data, k, discriminator = load_dataset(config), model.num_clusters, model.discriminator
+    test = predict_logits(discriminator, data.x_test).argmax(dim=1)
+    shares = (torch.bincount(test, minlength=k).float() / len(test)).tolist()
+    probe = predict_logits(discriminator, data.x_train[:PROBE])
+    naming = naming_indices(data, config)
+    names = cluster_names(predict_logits(discriminator, data.x_train[naming]).argmax(dim=1).numpy(),
+                          data.y_train[naming].numpy(), k)
+    with threadpool_limits(threads):
+        features = kmeans_on_features(discriminator, data, data.num_classes, config.seed)
+    figures = {
+        "test_shares": shares, "dead_clusters": sum(share < 0.01 for share in shares),
+        "mutual_information": float(marginal_entropy(probe) - conditional_entropy(probe)),
+        # the probe's marginal entropy from D's soft outputs, and from its hard assignments (argmax)
+        "marginal_entropy_probe": float(marginal_entropy(probe)),
+        "assignment_entropy_probe": float(entropy(torch.bincount(probe.argmax(dim=1), minlength=k).float())),
+        "named_error": 100.0 * named_cluster_error(data.y_test.numpy(), test.numpy(), names),
+        "kmeans_features_accuracy": features["clustering_accuracy"], "kmeans_features_nmi": features["nmi"],
+    }
+    write_json(path, figures)
+    return figures
+
+
+def entropy(counts: torch.Tensor) -> float:
+    """The entropy in nats of the distribution proportional to ``counts``."""
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * p.log()).sum())
+
+
+def collect(runs, threads: int = 1) -> list[dict]:
     records = []
     for method, seed, run_dir, config in runs:
         summary_path = run_dir / "summary.json"
         if summary_path.is_file():
             summary = json.loads(summary_path.read_text())
+            if config.labels_per_class == 0 and "kmeans" not in method.options and summary.get("status") != "diverged":
+                summary.update(cluster_figures(run_dir, threads))
             records.append({"method": method.label, "slug": method.slug, "seed": seed,
                             "labels_per_class": config.labels_per_class, **summary})
     return records
@@ -279,6 +362,8 @@ def write_results(protocol: str, records: list[dict], args, results_dir: Path) -
                          f"{fmt(many) if many else '-'} | {minutes} |")
         else:
             lines.append(f"| {method.label} | {len(rows)} | {fmt([r['test_error'] for r in rows])} | {minutes} |")
+    if clustering:
+        lines += cluster_lines(methods, records, NAMING_LABELS[dataset])
     lines += diverged_lines(records)
     devices = sorted({r["device"] for r in records})
     threads = sorted({r["cpu_threads"] for r in records if "cpu_threads" in r})
@@ -293,6 +378,26 @@ def write_results(protocol: str, records: list[dict], args, results_dir: Path) -
     if not clustering and protocol.split("-")[0] in ("mnist", "fashion"):
         plot_label_sweep(protocol.split("-")[0], results_dir)
     print("\n".join(lines))
+
+
+def cluster_lines(methods: list[Method], records: list[dict], per_class: int) -> list[str]:
+    """The table of `cluster_figures` (and the k-means rows' named error), per method."""
+    lines = ["", f"Beyond accuracy: clusters holding under 1% of the test images; D's mutual information between "
+             f"image and cluster on {PROBE} training images, read without labels (the selection rule); the test "
+             f"error when each cluster takes the majority class of the {per_class} labelled training images per "
+             f"class that it holds (the paper's protocol); k-means with one cluster per class on D's penultimate "
+             f"features.", "",
+             "| method | dead clusters | MI (nats, no labels) | error %, clusters named by labelled images | "
+             "k-means on D's features: ACC % |", "|---|---|---|---|---|"]
+    for method in methods:
+        rows = [r for r in records if r["slug"] == method.slug and "named_error" in r]
+        if not rows:
+            continue
+        cells = [fmt([r[key] for r in rows], digits) if all(key in r for r in rows) else "-"
+                 for key, digits in (("dead_clusters", 1), ("mutual_information", 3), ("named_error", 2),
+                                     ("kmeans_features_accuracy", 2))]
+        lines.append(f"| {method.label} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def diverged_lines(records: list[dict]) -> list[str]:
@@ -390,6 +495,7 @@ def main() -> int:
                         "e.g. supervised all-labels); the tables still cover every finished run")
     parser.add_argument("--only-seeds", nargs="+", type=int, metavar="SEED", help="run only these seeds")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their commands, run nothing")
+    parser.add_argument("--report-only", action="store_true", help="run nothing; write the tables from the finished runs")
     args = parser.parse_args()
     check_run_options(args, "compare.py")
     runs = plan(args.protocol, args.seeds, args)
@@ -404,12 +510,14 @@ def main() -> int:
     finished = sum((run_dir / "summary.json").is_file() for _, _, run_dir, _ in runs)
     only = f", {len(todo)} of the others to run now (--only)" if args.only or args.only_seeds is not None else ""
     print(f"{args.protocol}: {len(runs)} runs, {finished} already finished{only}", flush=True)
+    if args.report_only:
+        todo = []
     if args.dry_run:
         for method, seed, run_dir, config in todo:
             print(f"{run_dir}: {'k-means' if 'kmeans' in method.options else cli_command(config)}")
         return 0
     failures = run_all(todo, args.protocol, args.jobs, args.threads)
-    records = collect(runs)
+    records = collect(runs, args.threads or max(1, (os.cpu_count() or 1) // args.jobs))
     if records:
         write_results(args.protocol, records, args, Path(args.results_dir))
     for error in failures:

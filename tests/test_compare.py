@@ -98,3 +98,27 @@ def test_a_stopped_run_is_resumed_from_its_checkpoint(tmp_path):
     assert resumed["test_error"] == whole["test_error"] and resumed["resumed_at_steps"] == [whole["steps"]]
     assert "resuming" in (run.parent / "catgan-seed0.log").read_text()
     assert not list(run.parent.glob("*.incomplete*"))
+
+
+def test_clustering_protocols_report_dead_clusters_the_label_free_rule_and_named_clusters(tmp_path):
+    common = ["digits-cluster", "--seeds", "1", "--epochs", "1", "--device", "cpu", "--only", "catgan-k10", "kmeans-k10",
+              "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
+    done = _compare(*common, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    records = {r["slug"]: r for r in json.loads((tmp_path / "results" / "digits-cluster.json").read_text())["runs"]}
+    catgan, kmeans = records["catgan-k10"], records["kmeans-k10"]
+    assert len(catgan["test_shares"]) == 10 and abs(sum(catgan["test_shares"]) - 1) < 1e-6
+    assert catgan["dead_clusters"] == sum(share < 0.01 for share in catgan["test_shares"])
+    assert 0 <= catgan["mutual_information"] <= 2.31  # at most log 10
+    assert 0 <= catgan["named_error"] <= 100 and 0 < catgan["kmeans_features_accuracy"] <= 100
+    assert 0 <= kmeans["named_error"] <= 100 and "mutual_information" not in kmeans
+    assert (tmp_path / "runs" / "digits-cluster" / "catgan-k10-seed0" / "cluster_figures.json").is_file()
+    table = (tmp_path / "results" / "digits-cluster.md").read_text()
+    assert "| CatGAN, K = 10 (the paper's objective) | " in table and "clusters named by labelled images" in table
+
+    (tmp_path / "results" / "digits-cluster.md").unlink()
+    reported = _compare(*common[:-4], "--report-only", "--runs-dir", str(tmp_path / "runs"), "--results-dir",
+                        str(tmp_path / "results"), cwd=tmp_path)
+    assert reported.returncode == 0, reported.stderr
+    assert (tmp_path / "results" / "digits-cluster.md").read_text() == table
+    assert not (tmp_path / "runs" / "digits-cluster" / "catgan-k10-w2-seed0").exists()  # nothing else trained

@@ -9,9 +9,11 @@ from catgan.metrics import (
     clustering_accuracy,
     clustering_report,
     clustering_scores,
+    cluster_names,
     contingency,
     error_rate,
     many_to_one_accuracy,
+    named_cluster_error,
 )
 
 
@@ -69,3 +71,14 @@ def test_clustering_report_is_in_percent_with_the_clustering_error():
     report = clustering_report([0, 0, 1, 1], [5, 5, 5, 7], num_clusters=2)
     assert report["clustering_accuracy"] == 75.0 and report["test_error"] == 25.0
     assert 0 < report["nmi"] < 1 and "many_to_one_accuracy" not in report
+
+
+def test_clusters_take_the_majority_class_of_their_labelled_images_and_empty_ones_count_as_wrong():
+    # labelled images: cluster 0 holds classes 1, 1, 2; cluster 1 holds 0 and 2 (a tie: the smaller class);
+    # cluster 2 holds none
+    names = cluster_names([0, 0, 0, 1, 1], [1, 1, 2, 0, 2], num_clusters=3)
+    assert names.tolist() == [1, 0, -1]
+    # test images: two in cluster 0 (classes 1 and 2), one in cluster 1 (class 0), two in cluster 2
+    assert named_cluster_error([1, 2, 0, 0, 1], [0, 0, 1, 2, 2], names) == pytest.approx(3 / 5)
+    with pytest.raises(ValueError, match="one cluster per labelled sample"):
+        cluster_names([0, 1], [0], num_clusters=2)

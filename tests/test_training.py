@@ -241,6 +241,21 @@ def test_kmeans_baseline_on_digits(digits):
     assert report["test_error"] == pytest.approx(100 - report["clustering_accuracy"]) and report["wall_seconds"] > 0
 
 
+def test_kmeans_names_clusters_by_labelled_images_and_clusters_d_features(digits):
+    from catgan.baselines import kmeans_on_features, kmeans_on_pixels
+    from catgan.data import labelled_indices
+    from catgan.models import CatGAN
+
+    naming = labelled_indices(digits.y_train, 5, seed=0)
+    report = kmeans_on_pixels(digits, clusters=20, seed=0, n_init=2, naming=naming)
+    # with 20 clusters, one-to-one matching leaves half of them wrong; naming each by its labelled images does not
+    assert report["named_error"] < 30.0 < report["test_error"]
+    torch.manual_seed(0)
+    untrained = CatGAN(TrainConfig(), digits.image_shape, num_clusters=10).discriminator
+    features = kmeans_on_features(untrained, digits, clusters=10, seed=0, n_init=2)
+    assert 20.0 < features["clustering_accuracy"] <= 100.0 and "named_error" not in features
+
+
 def test_all_labels(make_config, digits):
     result = train(make_config(labels_per_class="all", method="supervised", epochs=1), data=digits, log=lambda m: None)
     assert result.summary["labelled"] == len(digits.x_train)
