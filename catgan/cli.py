@@ -221,6 +221,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"{args.run} was trained on {len(classes)} classes of {model.image_shape} images, but the data "
             f"found for {config.dataset} holds {data.num_classes} classes of {data.image_shape} images"
         )
+    if len(data.x_test) == 0:
+        raise CatGANError(f"the data of {args.run} has no test split to evaluate on")
     _print_figures(evaluate(model, data.x_test, data.y_test, config.uses_labels), len(data.x_test))
     return 0
 
@@ -259,7 +261,9 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _print_figures(figures: dict, test_images: int) -> None:
-    if "clustering_accuracy" in figures:
+    if test_images == 0:
+        print("no test split, so no test figures (a folder's test/<class>/ images, or x_test and y_test, give them)")
+    elif "clustering_accuracy" in figures:
         line = (f"clustering accuracy (one-to-one): {figures['clustering_accuracy']:.2f}%  "
                 f"NMI {figures['nmi']:.3f}  ARI {figures['ari']:.3f}")
         if "many_to_one_accuracy" in figures:

@@ -16,9 +16,17 @@ Sources:
   torchvision's CIFAR10.
 - ``svhn``: torchvision's SVHN (``train`` and ``test`` splits).
 - ``folder``: an image-folder tree, ``data_dir/<class>/<image>``, or ``data_dir/train/<class>/...``
-  and ``data_dir/test/<class>/...``; without train/ and test/, a stratified fifth is held out.
-- ``arrays``: an ``.npz`` file with x_train, y_train, x_test, y_test; or `ImageData.from_arrays`
-  for arrays already in memory.
+  and ``data_dir/test/<class>/...``; without train/ and test/, a stratified fifth is held out. Or,
+  with genuinely unlabelled images: ``data_dir/labelled/<class>/...``, ``data_dir/unlabelled/...``
+  (any depth, no classes) and optionally ``data_dir/test/<class>/...``; either of the first two
+  may be missing.
+- ``arrays``: an ``.npz`` file with x_train, y_train, x_test, y_test (``y_train == -1`` marks an
+  unlabelled image; the test arrays may be empty); or `ImageData.from_arrays` for arrays already
+  in memory.
+
+Benchmark datasets label every training image, and `labels_per_class` says how many of those
+labels training may read. A dataset with unlabelled images records which images carry a label
+(`ImageData.labelled`); training then reads every label given.
 """
 
 from __future__ import annotations
@@ -34,11 +42,12 @@ from torch import Tensor
 
 from catgan.config import CatGANError, TrainConfig
 
-__all__ = ["ImageData", "load_dataset", "labelled_indices", "read_idx"]
+__all__ = ["ImageData", "UNLABELLED", "load_dataset", "labelled_indices", "read_idx"]
 
 DEFAULT_DATA_DIR = Path("data")  # when the configuration names no data_dir
 FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 ARRAY_KEYS = ("x_train", "y_train", "x_test", "y_test")
+UNLABELLED = -1  # the label of an unlabelled training image, in y_train
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
@@ -49,11 +58,13 @@ class ImageData:
     Attributes:
         name: the dataset's name.
         x_train: (N, C, H, W) float32 training images in [-1, 1].
-        y_train: (N,) int64 training labels in [0, K).
-        x_test: (M, C, H, W) float32 test images in [-1, 1].
+        y_train: (N,) int64 training labels in [0, K), or ``UNLABELLED`` (-1) for an image without one.
+        x_test: (M, C, H, W) float32 test images in [-1, 1]; M may be 0 (no test split).
         y_test: (M,) int64 test labels in [0, K).
-        classes: the K class names; label k stands for ``classes[k]``.
+        classes: the K class names; label k stands for ``classes[k]`` (none when no image is labelled).
         source: where the data was read from, for the log.
+        labelled: the indices of the training images that carry a label, when some do not; None
+            when every training image is labelled (benchmark data).
     """
 
     name: str
@@ -63,6 +74,7 @@ class ImageData:
     y_test: Tensor
     classes: list[str]
     source: str = ""
+    labelled: np.ndarray | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -74,8 +86,9 @@ class ImageData:
 
     def describe(self) -> str:
         c, h, w = self.image_shape
+        given = "" if self.labelled is None else f" ({len(self.labelled)} labelled)"
         return (
-            f"{self.name}: {len(self.x_train)} training / {len(self.x_test)} test images, "
+            f"{self.name}: {len(self.x_train)} training{given} / {len(self.x_test)} test images, "
             f"{c}x{h}x{w}, {self.num_classes} classes ({self.source})"
         )
 
@@ -95,32 +108,39 @@ class ImageData:
         axis is taken as channels when it has 1, 3 or 4 entries and the second does not. uint8
         images are read as 0..255; floating-point images must lie in [0, 1]. Labels may be any
         values; they are mapped to 0..K-1 in sorted order, their original values kept as
-        ``classes``.
+        ``classes``. A training label -1 (or "-1") marks an unlabelled image; a dataset with
+        any records them in ``labelled``. The test split may be empty.
         """
         x_train, x_test = _to_nchw(np.asarray(x_train), "x_train"), _to_nchw(np.asarray(x_test), "x_test")
         y_train, y_test = np.asarray(y_train).reshape(-1), np.asarray(y_test).reshape(-1)
-        if x_train.shape[1:] != x_test.shape[1:]:
+        if len(x_test) and x_train.shape[1:] != x_test.shape[1:]:
             raise CatGANError(f"{source}: training images are {x_train.shape[1:]} but test images {x_test.shape[1:]}")
         for x, y, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
             if len(x) != len(y):
                 raise CatGANError(f"{source}: {len(x)} {split} images but {len(y)} {split} labels")
-            if len(x) == 0:
-                raise CatGANError(f"{source}: the {split} split is empty")
-        classes, y_train_idx = np.unique(y_train, return_inverse=True)
-        if len(classes) < 2:
-            raise CatGANError(f"{source}: the training labels hold only one class")
+        if len(x_train) == 0:
+            raise CatGANError(f"{source}: the train split is empty")
+        given = (y_train != UNLABELLED) if np.issubdtype(y_train.dtype, np.number) else (y_train != str(UNLABELLED))
+        classes = np.unique(y_train[given])
+        if given.any() and len(classes) < 2:
+            raise CatGANError(f"{source}: the training labels hold only one class ({classes[0]})")
+        if not given.any() and len(y_test):
+            raise CatGANError(f"{source}: no training image is labelled, but the test images are; label some "
+                              f"training images, or drop the test labels to cluster")
         unseen = np.setdiff1d(np.unique(y_test), classes)
         if len(unseen):
             raise CatGANError(f"{source}: test labels {unseen[:5].tolist()} do not occur in the training labels")
-        y_test_idx = np.searchsorted(classes, y_test)
+        y_train_idx = np.full(len(y_train), UNLABELLED, dtype=np.int64)
+        y_train_idx[given] = np.searchsorted(classes, y_train[given])
         return cls(
             name=name,
             x_train=_scale(x_train, "x_train", source),
-            y_train=torch.from_numpy(y_train_idx.astype(np.int64)),
-            x_test=_scale(x_test, "x_test", source),
-            y_test=torch.from_numpy(y_test_idx.astype(np.int64)),
+            y_train=torch.from_numpy(y_train_idx),
+            x_test=_scale(x_test, "x_test", source) if len(x_test) else torch.empty((0, *x_train.shape[1:])),
+            y_test=torch.from_numpy(np.searchsorted(classes, y_test).astype(np.int64)),
             classes=[str(c) for c in classes.tolist()],
             source=source,
+            labelled=None if given.all() else np.flatnonzero(given).astype(np.int64),
         )
 
 
@@ -343,53 +363,97 @@ def _load_folder(config: TrainConfig) -> ImageData:
     if not root.is_dir():
         raise CatGANError(f"no such folder: {root}")
     size = config.image_size
+    if (root / "labelled").is_dir() or (root / "unlabelled").is_dir():
+        return _load_partly_labelled_folder(root, size)
     if (root / "train").is_dir() and (root / "test").is_dir():
-        x_train, y_train = _read_image_tree(root / "train", size)
-        x_test, y_test = _read_image_tree(root / "test", size)
+        (train_paths, y_train), (test_paths, y_test) = _class_tree(root / "train"), _class_tree(root / "test")
+        grey = _all_grey(train_paths + test_paths, root)
+        x_train, x_test = _read_images(train_paths, size, grey), _read_images(test_paths, size, grey)
         source = f"image folders {root}/train and {root}/test"
     else:
         from sklearn.model_selection import train_test_split
 
-        x, y = _read_image_tree(root, size)
+        paths, y = _class_tree(root)
+        x = _read_images(paths, size, _all_grey(paths, root))
         try:
             x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, stratify=y, random_state=0)
         except ValueError as err:
             raise CatGANError(f"{root}: cannot hold out a stratified fifth for testing: {err}") from None
         source = f"image folder {root}, stratified 1/5 test split, seed 0"
-    if x_train.shape[1] != x_test.shape[1]:  # one split grey, the other colour
-        x_train, x_test = (np.repeat(x, 3, axis=1) if x.shape[1] == 1 else x for x in (x_train, x_test))
     return ImageData.from_arrays(x_train, y_train, x_test, y_test, name="folder", source=source)
 
 
-def _read_image_tree(root: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Read ``root/<class>/<image>`` into (N, C, size, size) uint8 and class-name labels."""
-    from PIL import Image, UnidentifiedImageError
+def _load_partly_labelled_folder(root: Path, size: int) -> ImageData:
+    """``root/labelled/<class>/...``, ``root/unlabelled/...`` and an optional ``root/test/<class>/...``."""
+    others = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")
+                    and d.name not in ("labelled", "unlabelled", "test"))
+    if others:
+        raise CatGANError(f"{root} holds labelled/ or unlabelled/, so its other folders would not be read "
+                          f"({', '.join(others)}); move them into labelled/<class>/, unlabelled/ or test/<class>/")
+    labelled, labels = _class_tree(root / "labelled") if (root / "labelled").is_dir() else ([], [])
+    unlabelled = _images_below(root / "unlabelled") if (root / "unlabelled").is_dir() else []
+    test, test_labels = _class_tree(root / "test") if (root / "test").is_dir() else ([], [])
+    if not labelled and not unlabelled:
+        raise CatGANError(f"{root} holds no images in labelled/<class>/ or unlabelled/")
+    grey = _all_grey(labelled + unlabelled + test, root)
+    x_train = _read_images(labelled + unlabelled, size, grey)
+    y_train = np.array(labels + [str(UNLABELLED)] * len(unlabelled))
+    x_test = _read_images(test, size, grey) if test else np.zeros((0, *x_train.shape[1:]), dtype=np.uint8)
+    parts = [f"{len(labelled)} labelled", f"{len(unlabelled)} unlabelled", f"{len(test)} test"]
+    data = ImageData.from_arrays(x_train, y_train, x_test, np.array(test_labels), name="folder",
+                                 source=f"image folder {root}: {', '.join(parts)}")
+    if data.labelled is None:  # no unlabelled images: still every given label, not a per-class draw
+        data.labelled = np.arange(len(labelled), dtype=np.int64)
+    return data
 
+
+def _class_tree(root: Path) -> tuple[list[Path], list[str]]:
+    """The images of ``root/<class>/...`` (any depth below each class) and their class names."""
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     paths, labels = [], []
     for class_dir in class_dirs:
-        for path in sorted(class_dir.rglob("*")):
-            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-                paths.append(path)
-                labels.append(class_dir.name)
+        found = _images_below(class_dir)
+        paths += found
+        labels += [class_dir.name] * len(found)
     if not paths:
         raise CatGANError(f"{root} holds no images in class sub-folders ({root}/<class>/<image>.png)")
     if len(set(labels)) < 2:
         raise CatGANError(f"{root} holds images of only one class ({labels[0]}); at least two are needed")
-    images, path = [], root
+    return paths, labels
+
+
+def _images_below(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+def _all_grey(paths: list[Path], root: Path) -> bool:
+    """Whether every image is greyscale (read from the headers alone); refuses images of more than 8 bits."""
+    from PIL import Image, UnidentifiedImageError
+
+    modes, path = set(), root
     try:
-        modes = set()
-        for path in paths:  # headers only: grey when every image is
-            with Image.open(path) as im:
-                modes.add(im.mode)
-        deep = modes & {"I", "F", "I;16", "I;16B", "I;16L", "I;16N"}
-        if deep:
-            raise CatGANError(f"{root} holds {', '.join(sorted(deep))} images (more than 8 bits); convert them to 8-bit")
-        grey = modes <= {"L", "1"}
         for path in paths:
             with Image.open(path) as im:
-                array = np.asarray(im.convert("L" if grey else "RGB").resize((size, size), Image.BILINEAR))
-            images.append(array[None] if grey else array.transpose(2, 0, 1))
+                modes.add(im.mode)
     except (OSError, UnidentifiedImageError) as err:
         raise CatGANError(f"cannot read image {path}: {err}") from None
-    return np.stack(images), np.array(labels)
+    deep = modes & {"I", "F", "I;16", "I;16B", "I;16L", "I;16N"}
+    if deep:
+        raise CatGANError(f"{root} holds {', '.join(sorted(deep))} images (more than 8 bits); convert them to 8-bit")
+    return modes <= {"L", "1"}
+
+
+def _read_images(paths: list[Path], size: int, grey: bool) -> np.ndarray:
+    """The images at ``paths`` as (N, C, size, size) uint8: one channel when ``grey``, else three."""
+    from PIL import Image, UnidentifiedImageError
+
+    images = []
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                array = np.asarray(im.convert("L" if grey else "RGB").resize((size, size), Image.BILINEAR))
+        except (OSError, UnidentifiedImageError) as err:
+            raise CatGANError(f"cannot read image {path}: {err}") from None
+        images.append(array[None] if grey else array.transpose(2, 0, 1))
+    return np.stack(images)

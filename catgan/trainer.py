@@ -58,9 +58,10 @@ class Trainer:
         run_dir: the run directory to write, created beforehand and empty; None writes nothing.
         command: the command line that started the run, recorded in the summary.
         report: where warnings go, one line each (default: stderr).
-        labelled: the indices of the training images whose labels D learns from; None draws
-            ``config.labels_per_class`` per class (`labelled_indices`). The labels of the other
-            training images are never read.
+        labelled: the indices of the training images whose labels D learns from; None takes every
+            labelled image of data with unlabelled images (`ImageData.labelled`; none with
+            ``labels_per_class`` 0), and otherwise draws ``config.labels_per_class`` per class
+            (`labelled_indices`). The labels of the other training images are never read.
         group: this process's place among several started by torchrun (see `catgan.distributed`);
             None trains in this process alone. Only rank 0 should be given a ``run_dir``. `train`
             and `resume` leave the process group when training ends; a direct user of the Trainer
@@ -98,6 +99,9 @@ class Trainer:
         self.schedule = Schedule(config, len(self.x_train) // (config.batch_size * runtime.world_size))
         self.step = self.epoch = 0
         self.monitor = HealthMonitor(self.num_clusters, report=report or _report)
+        if data.labelled is not None and config.method == "catgan" and len(self.labelled) == len(data.x_train):
+            (report or _report)("every training image is labelled: CatGAN's terms for unlabelled images see the "
+                                "labelled ones alone; give it unlabelled images to learn from them")
         self.recorder = Records(run_dir, config.tensorboard)
         self.clock = Clock()
         self.lr_scale = 1.0  # both learning rates' factor, lowered by each restart after a non-finite loss
@@ -207,13 +211,20 @@ class Trainer:
 def _labelled(config: TrainConfig, data: ImageData, labelled: np.ndarray | None, num_clusters: int,
               world_size: int) -> np.ndarray:
     """The labelled training indices, checked against the data and the configuration."""
+    if num_clusters < 2:
+        raise CatGANError("no training image is labelled, so the data names no classes: set `clusters` to the number "
+                          "of clusters (and `labels_per_class` 0)")
     if config.uses_labels and num_clusters != data.num_classes:
         raise CatGANError(f"with labels, clusters must equal the number of classes ({data.num_classes}), got "
                           f"{num_clusters}; set `labels_per_class` 0 (or `lam` 0) to cluster into another number")
     if config.batch_size * world_size > len(data.x_train):
         raise CatGANError(f"batch_size {config.batch_size}{f' x {world_size} processes' if world_size > 1 else ''} "
                           f"exceeds the {len(data.x_train)} training images")
-    if labelled is None:
+    if labelled is None and data.labelled is not None:  # genuinely unlabelled images: every given label is used
+        labelled = data.labelled if config.labels_per_class != 0 else np.zeros(0, dtype=np.int64)
+        if config.uses_labels and len(labelled) == 0:
+            raise CatGANError("no training image is labelled: set `labels_per_class` 0 to cluster, or label some")
+    elif labelled is None:
         labelled = labelled_indices(data.y_train, config.labels_per_class, config.seed)
     else:
         labelled = np.asarray(labelled, dtype=np.int64)

@@ -220,3 +220,67 @@ def test_fashion_mnist_from_the_debian_package(tmp_path, monkeypatch):
     assert data.x_train.shape == (60000, 1, 28, 28) and data.x_test.shape == (10000, 1, 28, 28)
     assert torch.bincount(data.y_train).tolist() == [6000] * 10
     assert torch.bincount(data.y_test).tolist() == [1000] * 10
+
+
+def _write_unlabelled(folder, count, mode="L", size=(9, 7)):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for i in range(count):
+        nested = folder / "batch" / str(i % 2)  # any depth
+        nested.mkdir(parents=True, exist_ok=True)
+        channels = (*size[::-1], 3) if mode == "RGB" else size[::-1]
+        Image.fromarray(rng.integers(0, 256, channels, dtype=np.uint8), mode).save(nested / f"u{i}.png")
+
+
+def test_a_folder_of_labelled_unlabelled_and_test_images_uses_every_given_label(tmp_path):
+    _write_images(tmp_path / "labelled", ["cat", "dog"], 3, mode="L")
+    _write_unlabelled(tmp_path / "unlabelled", 5)
+    _write_images(tmp_path / "test", ["cat", "dog"], 2, mode="L")
+    data = load_dataset(TrainConfig(dataset="folder", data_dir=str(tmp_path), image_size=16))
+    assert data.classes == ["cat", "dog"]  # not the folder names labelled, unlabelled and test
+    assert data.image_shape == (1, 16, 16) and len(data.x_train) == 11 and len(data.x_test) == 4
+    assert data.labelled.tolist() == list(range(6))
+    assert data.y_train.tolist() == [0, 0, 0, 1, 1, 1] + [-1] * 5
+    assert "6 labelled, 5 unlabelled, 4 test" in data.describe()
+
+
+def test_a_folder_without_test_or_without_labels_loads_and_colour_wins_over_grey(tmp_path):
+    _write_images(tmp_path / "a" / "labelled", ["x", "y"], 2, mode="L")
+    _write_unlabelled(tmp_path / "a" / "unlabelled", 3, mode="RGB")
+    data = load_dataset(TrainConfig(dataset="folder", data_dir=str(tmp_path / "a"), image_size=8))
+    assert data.image_shape == (3, 8, 8) and len(data.x_test) == 0
+    _write_unlabelled(tmp_path / "b" / "unlabelled", 4)
+    unlabelled = load_dataset(TrainConfig(dataset="folder", data_dir=str(tmp_path / "b"), image_size=8))
+    assert unlabelled.classes == [] and unlabelled.labelled.tolist() == []
+    _write_images(tmp_path / "c" / "labelled", ["x", "y"], 2, mode="L")
+    labelled_only = load_dataset(TrainConfig(dataset="folder", data_dir=str(tmp_path / "c"), image_size=8))
+    assert labelled_only.labelled.tolist() == [0, 1, 2, 3]  # every given label, not a per-class draw
+
+
+def test_a_partly_labelled_folder_refuses_what_it_would_not_read(tmp_path):
+    _write_images(tmp_path / "labelled", ["x", "y"], 2, mode="L")
+    _write_images(tmp_path / "train", ["x", "y"], 2, mode="L")
+    with pytest.raises(CatGANError, match=r"other folders would not be read \(train\)"):
+        load_dataset(TrainConfig(dataset="folder", data_dir=str(tmp_path), image_size=8))
+    (tmp_path / "empty" / "unlabelled").mkdir(parents=True)
+    with pytest.raises(CatGANError, match="no images in labelled/<class>/ or unlabelled/"):
+        load_dataset(TrainConfig(dataset="folder", data_dir=str(tmp_path / "empty"), image_size=8))
+    _write_images(tmp_path / "unseen" / "labelled", ["x", "y"], 2, mode="L")
+    _write_images(tmp_path / "unseen" / "test", ["x", "z"], 1, mode="L")
+    with pytest.raises(CatGANError, match="do not occur in the training labels"):
+        load_dataset(TrainConfig(dataset="folder", data_dir=str(tmp_path / "unseen"), image_size=8))
+
+
+def test_arrays_mark_unlabelled_rows_with_minus_one(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (12, 6, 6), dtype=np.uint8)
+    y = np.array([3, 7, -1, -1, 3, 7, -1, -1, -1, -1, -1, -1])
+    np.savez(tmp_path / "part.npz", x_train=x, y_train=y, x_test=x[:0], y_test=y[:0])
+    data = load_dataset(TrainConfig(dataset="arrays", data_dir=str(tmp_path / "part.npz")))
+    assert data.classes == ["3", "7"] and data.labelled.tolist() == [0, 1, 4, 5] and len(data.x_test) == 0
+    assert data.y_train[:2].tolist() == [0, 1] and (data.y_train[data.y_train < 0] == -1).all()
+    with pytest.raises(CatGANError, match="no training image is labelled, but the test images are"):
+        ImageData.from_arrays(x, np.full(12, -1), x[:2], np.array([3, 7]))
+    full = ImageData.from_arrays(x, np.arange(12) % 2, x[:2], np.array([0, 1]))
+    assert full.labelled is None  # benchmark data: labels_per_class draws from it
