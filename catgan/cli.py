@@ -115,6 +115,17 @@ def _build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--num", type=int, default=100, help="number of images (default: 100)")
     sample.add_argument("--seed", type=int, default=0, help="seed of the latent noise (default: 0)")
     sample.add_argument("--out", help="PNG file to write (default: RUN/samples-seed<SEED>.png)")
+    predict = _run_command(
+        commands, "predict", _predict, "predict the class (or cluster) of new images",
+        "Read image files, folders of images (any depth) or .npz files (array x, else x_test), make them fit "
+        "the run as its training images were (resized, grey or colour), and write one CSV row per image: its "
+        "name and predicted class with each class's probability, or for a clustering run its cluster and D's "
+        "confidence. A clustering run's clusters.png and cluster_sizes.csv are redrawn from these images.",
+    )
+    predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder of images, or .npz file")
+    predict.add_argument("--out", default="predictions.csv", help="CSV file to write (default: predictions.csv)")
+    predict.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    predict.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     plot = commands.add_parser(
         "plot", help="draw a run's training curves into PNG files",
         description="Draw a run's logged loss terms, entropies, gradient norms, D-scores, the classes D gives "
@@ -224,6 +235,33 @@ def _evaluate(args: argparse.Namespace) -> int:
     if len(data.x_test) == 0:
         raise CatGANError(f"the data of {args.run} has no test split to evaluate on")
     _print_figures(evaluate(model, data.x_test, data.y_test, config.uses_labels), len(data.x_test))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import time
+
+    from tqdm.auto import tqdm
+
+    from catgan.clusters import write_cluster_views
+    from catgan.predict import predict_probabilities, read_inputs, write_predictions
+    from catgan.runs import load_run
+    from catgan.runtime import resolve_device
+
+    out = Path(args.out).expanduser()
+    if out.exists() and not args.overwrite:
+        raise CatGANError(f"{out} exists; pass --overwrite to replace it")
+    config, model, classes = load_run(args.run, resolve_device(args.device))
+    names, sources = read_inputs(args.inputs, model.image_shape)
+    start = time.perf_counter()
+    with tqdm(total=len(names), desc="predict", unit="image", disable=not args.progress, dynamic_ncols=True) as bar:
+        probabilities, images = predict_probabilities(model.discriminator, sources, model.image_shape, bar.update)
+    seconds = time.perf_counter() - start
+    write_predictions(out, names, probabilities, classes if config.uses_labels else None)
+    print(f"wrote {out}: {len(names)} images in {seconds:.1f} s ({1000 * seconds / len(names):.1f} s per 1,000)")
+    if not config.uses_labels and images is not None:
+        write_cluster_views(Path(args.run).expanduser(), images, probabilities)
+        print(f"redrew {Path(args.run) / 'clusters.png'} and cluster_sizes.csv from these images")
     return 0
 
 

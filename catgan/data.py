@@ -42,7 +42,7 @@ from torch import Tensor
 
 from catgan.config import CatGANError, TrainConfig
 
-__all__ = ["ImageData", "UNLABELLED", "load_dataset", "labelled_indices", "read_idx"]
+__all__ = ["ImageData", "UNLABELLED", "images_below", "load_dataset", "labelled_indices", "read_idx", "read_images"]
 
 DEFAULT_DATA_DIR = Path("data")  # when the configuration names no data_dir
 FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -111,7 +111,7 @@ class ImageData:
         ``classes``. A training label -1 (or "-1") marks an unlabelled image; a dataset with
         any records them in ``labelled``. The test split may be empty.
         """
-        x_train, x_test = _to_nchw(np.asarray(x_train), "x_train"), _to_nchw(np.asarray(x_test), "x_test")
+        x_train, x_test = to_nchw(np.asarray(x_train), "x_train"), to_nchw(np.asarray(x_test), "x_test")
         y_train, y_test = np.asarray(y_train).reshape(-1), np.asarray(y_test).reshape(-1)
         if len(x_test) and x_train.shape[1:] != x_test.shape[1:]:
             raise CatGANError(f"{source}: training images are {x_train.shape[1:]} but test images {x_test.shape[1:]}")
@@ -134,9 +134,9 @@ class ImageData:
         y_train_idx[given] = np.searchsorted(classes, y_train[given])
         return cls(
             name=name,
-            x_train=_scale(x_train, "x_train", source),
+            x_train=scale_images(x_train, "x_train", source),
             y_train=torch.from_numpy(y_train_idx),
-            x_test=_scale(x_test, "x_test", source) if len(x_test) else torch.empty((0, *x_train.shape[1:])),
+            x_test=scale_images(x_test, "x_test", source) if len(x_test) else torch.empty((0, *x_train.shape[1:])),
             y_test=torch.from_numpy(np.searchsorted(classes, y_test).astype(np.int64)),
             classes=[str(c) for c in classes.tolist()],
             source=source,
@@ -144,7 +144,8 @@ class ImageData:
         )
 
 
-def _to_nchw(x: np.ndarray, what: str) -> np.ndarray:
+def to_nchw(x: np.ndarray, what: str) -> np.ndarray:
+    """Images (N, H, W), (N, C, H, W) or (N, H, W, C) as (N, C, H, W)."""
     if x.ndim == 3:
         return x[:, None]
     if x.ndim != 4:
@@ -154,7 +155,7 @@ def _to_nchw(x: np.ndarray, what: str) -> np.ndarray:
     return x
 
 
-def _scale(x: np.ndarray, what: str, source: str) -> Tensor:
+def scale_images(x: np.ndarray, what: str, source: str) -> Tensor:
     """uint8 0..255 or float [0, 1] -> float32 [-1, 1]."""
     if x.dtype == np.uint8:
         return torch.from_numpy(x.astype(np.float32)).div_(127.5).sub_(1.0)
@@ -368,13 +369,13 @@ def _load_folder(config: TrainConfig) -> ImageData:
     if (root / "train").is_dir() and (root / "test").is_dir():
         (train_paths, y_train), (test_paths, y_test) = _class_tree(root / "train"), _class_tree(root / "test")
         grey = _all_grey(train_paths + test_paths, root)
-        x_train, x_test = _read_images(train_paths, size, grey), _read_images(test_paths, size, grey)
+        x_train, x_test = read_images(train_paths, size, grey), read_images(test_paths, size, grey)
         source = f"image folders {root}/train and {root}/test"
     else:
         from sklearn.model_selection import train_test_split
 
         paths, y = _class_tree(root)
-        x = _read_images(paths, size, _all_grey(paths, root))
+        x = read_images(paths, size, _all_grey(paths, root))
         try:
             x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, stratify=y, random_state=0)
         except ValueError as err:
@@ -391,14 +392,14 @@ def _load_partly_labelled_folder(root: Path, size: int) -> ImageData:
         raise CatGANError(f"{root} holds labelled/ or unlabelled/, so its other folders would not be read "
                           f"({', '.join(others)}); move them into labelled/<class>/, unlabelled/ or test/<class>/")
     labelled, labels = _class_tree(root / "labelled") if (root / "labelled").is_dir() else ([], [])
-    unlabelled = _images_below(root / "unlabelled") if (root / "unlabelled").is_dir() else []
+    unlabelled = images_below(root / "unlabelled") if (root / "unlabelled").is_dir() else []
     test, test_labels = _class_tree(root / "test") if (root / "test").is_dir() else ([], [])
     if not labelled and not unlabelled:
         raise CatGANError(f"{root} holds no images in labelled/<class>/ or unlabelled/")
     grey = _all_grey(labelled + unlabelled + test, root)
-    x_train = _read_images(labelled + unlabelled, size, grey)
+    x_train = read_images(labelled + unlabelled, size, grey)
     y_train = np.array(labels + [str(UNLABELLED)] * len(unlabelled))
-    x_test = _read_images(test, size, grey) if test else np.zeros((0, *x_train.shape[1:]), dtype=np.uint8)
+    x_test = read_images(test, size, grey) if test else np.zeros((0, *x_train.shape[1:]), dtype=np.uint8)
     parts = [f"{len(labelled)} labelled", f"{len(unlabelled)} unlabelled", f"{len(test)} test"]
     data = ImageData.from_arrays(x_train, y_train, x_test, np.array(test_labels), name="folder",
                                  source=f"image folder {root}: {', '.join(parts)}")
@@ -412,7 +413,7 @@ def _class_tree(root: Path) -> tuple[list[Path], list[str]]:
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     paths, labels = [], []
     for class_dir in class_dirs:
-        found = _images_below(class_dir)
+        found = images_below(class_dir)
         paths += found
         labels += [class_dir.name] * len(found)
     if not paths:
@@ -422,7 +423,8 @@ def _class_tree(root: Path) -> tuple[list[Path], list[str]]:
     return paths, labels
 
 
-def _images_below(root: Path) -> list[Path]:
+def images_below(root: Path) -> list[Path]:
+    """The image files anywhere below ``root``, sorted (hidden files and folders left out)."""
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
@@ -444,15 +446,17 @@ def _all_grey(paths: list[Path], root: Path) -> bool:
     return modes <= {"L", "1"}
 
 
-def _read_images(paths: list[Path], size: int, grey: bool) -> np.ndarray:
-    """The images at ``paths`` as (N, C, size, size) uint8: one channel when ``grey``, else three."""
+def read_images(paths: list[Path], size: int | tuple[int, int], grey: bool) -> np.ndarray:
+    """The images at ``paths`` as (N, C, H, W) uint8, resized to ``size`` (square, or (H, W)): one
+    channel when ``grey``, else three; an unreadable file is named in a `CatGANError`."""
     from PIL import Image, UnidentifiedImageError
 
     images = []
     for path in paths:
         try:
             with Image.open(path) as im:
-                array = np.asarray(im.convert("L" if grey else "RGB").resize((size, size), Image.BILINEAR))
+                height, width = (size, size) if isinstance(size, int) else size
+                array = np.asarray(im.convert("L" if grey else "RGB").resize((width, height), Image.BILINEAR))
         except (OSError, UnidentifiedImageError) as err:
             raise CatGANError(f"cannot read image {path}: {err}") from None
         images.append(array[None] if grey else array.transpose(2, 0, 1))

@@ -43,7 +43,9 @@ CLASS_SAMPLES = "samples_by_class.png"
 SAMPLES_DIR = "samples"
 TENSORBOARD_DIR = "tensorboard"
 PLOTS_DIR = "plots"
-RUN_FILES = (CONFIG, LABELLED, METRICS, CHECKPOINT, SAMPLES, CLASS_SAMPLES, SUMMARY)
+CLUSTER_SHEET = "clusters.png"  # clustering runs: each cluster's most confident images (catgan.clusters)
+CLUSTER_SIZES = "cluster_sizes.csv"
+RUN_FILES = (CONFIG, LABELLED, METRICS, CHECKPOINT, SAMPLES, CLASS_SAMPLES, SUMMARY, CLUSTER_SHEET, CLUSTER_SIZES)
 
 
 def plan_run_dir(config: TrainConfig) -> Path:

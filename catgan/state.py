@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = ["NonFinite", "checkpoint_state", "fingerprint", "load_networks", "load_training_state", "resume_point"]
 
+CLUSTER_VIEW_IMAGES = 10_000  # training images a clustering run's contact sheet and sizes are drawn from
+
 
 class NonFinite(Exception):
     """Raised inside the training loop when a loss or a weight stops being finite."""
@@ -167,6 +169,8 @@ def start(trainer: Trainer, resume: dict[str, Any] | None) -> None:
 
 def finish(trainer: Trainer) -> dict[str, Any]:
     """Save the last checkpoint, evaluate on the test split, draw the samples, write the summary."""
+    from catgan.clusters import write_cluster_views
+    from catgan.evaluation import predict_logits
     from catgan.plots import class_grid
     from catgan.trainer import TrainingStopped
 
@@ -181,6 +185,9 @@ def finish(trainer: Trainer) -> dict[str, Any]:
         names = list(t.data.classes) if t.config.uses_labels else None
         class_grid(t.model, t.run_dir / runs.CLASS_SAMPLES, class_names=names, seed=t.config.seed,
                    discriminator=t.evaluated_discriminator)
+        if not t.config.uses_labels:  # clusters: show which of the user's own images each one holds
+            x = t.data.x_train[:CLUSTER_VIEW_IMAGES]
+            write_cluster_views(t.run_dir, x, predict_logits(t.evaluated_discriminator, x).softmax(dim=1))
     if t.stop.reason:  # during the final evaluation: the checkpoint above resumes it
         raise TrainingStopped(t.stop.reason, t.step, t.run_dir)
     if t.run_dir is not None:

@@ -34,8 +34,7 @@ class Assigned(NamedTuple):
     counts: np.ndarray  # (clusters, classes)
     classes: list[str]
     x: torch.Tensor  # the images assigned
-    clusters: np.ndarray  # D's cluster of each
-    confidence: np.ndarray  # D's probability of that cluster
+    probabilities: torch.Tensor  # D's (N, K) for them
 
 
 def contingency(run: str, data_dir: str | None, images: int) -> Assigned:
@@ -48,10 +47,9 @@ def contingency(run: str, data_dir: str | None, images: int) -> Assigned:
     data = load_dataset(config)
     x, y = data.x_train[:images], data.y_train[:images].numpy()
     probabilities = predict_logits(model.discriminator, x).softmax(dim=1)
-    confidence, assigned = (t.numpy() for t in probabilities.max(dim=1))
     counts = np.zeros((model.num_clusters, data.num_classes), dtype=int)
-    np.add.at(counts, (assigned, y), 1)
-    return Assigned(counts, list(data.classes), x, assigned, confidence)
+    np.add.at(counts, (probabilities.argmax(dim=1).numpy(), y), 1)
+    return Assigned(counts, list(data.classes), x, probabilities)
 
 
 def cluster_order(counts: np.ndarray) -> np.ndarray:
@@ -81,16 +79,12 @@ def plot_tables(runs: list[str], tables: list[Assigned], path: str) -> None:
 
 
 def plot_by_cluster(tables: list[Assigned], path: str, per_cluster: int = 10) -> None:
+    from catgan.clusters import contact_sheet
     from catgan.runs import save_image_grid
 
-    rows = []
-    for table in tables:
-        for k in cluster_order(table.counts):
-            members = np.flatnonzero(table.clusters == k)
-            best = members[np.argsort(-table.confidence[members])][:per_cluster]
-            blank = torch.zeros((per_cluster - len(best), *table.x.shape[1:]))  # grey: too few images
-            rows.append(torch.cat([table.x[torch.as_tensor(best, dtype=torch.long)], blank]))
-    save_image_grid(torch.cat(rows), Path(path), nrow=per_cluster)
+    sheets = [contact_sheet(table.x, table.probabilities, per_cluster, order=cluster_order(table.counts))
+              for table in tables]
+    save_image_grid(torch.cat(sheets), Path(path), nrow=per_cluster)
 
 
 def markdown(run: str, counts: np.ndarray, classes: list[str]) -> str:

@@ -69,3 +69,87 @@ def test_a_folder_without_unlabelled_images_trains_and_says_why_it_should_have_s
     assert main(args) == 0
     captured = capsys.readouterr()
     assert "every training image is labelled" in captured.err + captured.out
+
+
+def _digits_as_pngs(root, labelled_per_class=3):
+    """scikit-learn's digits (the first 300 of digits-quick's split) as PNG files in the three folders."""
+    from PIL import Image
+
+    from catgan.config import TrainConfig
+    from catgan.data import load_dataset
+
+    digits = load_dataset(TrainConfig())
+    seen = {}
+    for i, (x, y) in enumerate(zip(digits.x_train[:200], digits.y_train[:200].tolist())):
+        seen[y] = seen.get(y, 0) + 1
+        folder = root / "labelled" / str(y) if seen[y] <= labelled_per_class else root / "unlabelled"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(((x[0].numpy() + 1) * 127.5).round().astype(np.uint8), "L").save(folder / f"{i}.png")
+    for i, (x, y) in enumerate(zip(digits.x_test[:100], digits.y_test[:100].tolist())):
+        (root / "test" / str(y)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(((x[0].numpy() + 1) * 127.5).round().astype(np.uint8), "L").save(root / "test" / str(y) / f"{i}.png")
+
+
+def test_predict_agrees_with_evaluate_image_for_image_and_refuses_what_does_not_fit(tmp_path, capsys):
+    import csv
+
+    import torch
+
+    from catgan.config import TrainConfig
+    from catgan.data import load_dataset
+    from catgan.evaluation import predict_logits
+    from catgan.runs import load_run
+
+    _digits_as_pngs(tmp_path / "data")
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "folder", "--data-dir", str(tmp_path / "data"), "--image-size", "8", *SMALL,
+                 "--batch-size", "20", "--out-dir", str(tmp_path), "--name", "run"]) == 0
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(run), str(tmp_path / "data" / "test"), "--out", str(out), "--no-progress"]) == 0
+    assert "100 images in" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(out)))
+    assert len(rows) == 100 and list(rows[0])[:2] == ["input", "prediction"] and len(rows[0]) == 2 + 10
+    config, model, classes = load_run(run)
+    data = load_dataset(config)
+    logits = predict_logits(model.discriminator, data.x_test)
+    expected = logits.argmax(dim=1)
+    given = torch.tensor([[float(row[f"p_{name}"]) for name in classes] for row in rows])
+    assert torch.allclose(given, logits.softmax(dim=1), atol=2e-6)
+    # the same images in the same order (sorted paths), so the same classes, image for image
+    assert [row["prediction"] for row in rows] == [classes[k] for k in expected.tolist()]
+    assert all(abs(sum(float(v) for k, v in row.items() if k.startswith("p_")) - 1) < 1e-4 for row in rows)
+
+    assert main(["predict", str(run), str(tmp_path / "data" / "test"), "--out", str(out)]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    np.savez(tmp_path / "wrong.npz", x=np.zeros((3, 16, 16), dtype=np.uint8))
+    assert main(["predict", str(run), str(tmp_path / "wrong.npz"), "--out", str(tmp_path / "w.csv")]) == 2
+    assert "cannot feed a run trained on (1, 8, 8)" in capsys.readouterr().err
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    assert main(["predict", str(run), str(tmp_path / "broken.png"), "--out", str(tmp_path / "b.csv")]) == 2
+    assert "broken.png" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "data"), str(tmp_path / "broken.png"), "--out", str(tmp_path / "c.csv")]) == 2
+    assert "not a catgan run directory" in capsys.readouterr().err
+    np.savez(tmp_path / "ok.npz", x=((data.x_test[:5, 0].numpy() + 1) / 2).astype(np.float32))
+    assert main(["predict", str(run), str(tmp_path / "ok.npz"), "--out", str(tmp_path / "n.csv"), "--no-progress"]) == 0
+    npz_rows = list(csv.DictReader(open(tmp_path / "n.csv")))
+    assert npz_rows[0]["input"].endswith("ok.npz[0]") and len(npz_rows) == 5
+    assert torch.equal(torch.tensor([classes.index(r["prediction"]) for r in npz_rows]), expected[:5])
+
+
+def test_a_clustering_run_shows_its_clusters_and_predict_redraws_them(tmp_path, capsys):
+    import csv
+
+    _images(tmp_path / "data" / "unlabelled", 12, 16, "L", seed=0)
+    assert main(["train", "--dataset", "folder", "--data-dir", str(tmp_path / "data"), "--image-size", "16", *SMALL,
+                 "--labels-per-class", "0", "--clusters", "3", "--out-dir", str(tmp_path), "--name", "k3"]) == 0
+    run = tmp_path / "k3"
+    sizes = list(csv.DictReader(open(run / "cluster_sizes.csv")))
+    assert [int(r["cluster"]) for r in sizes] == [0, 1, 2] and sum(int(r["images"]) for r in sizes) == 12
+    before = (run / "clusters.png").stat().st_mtime_ns
+    _images(tmp_path / "new", 5, 20, "RGB", seed=3)  # colour and another size: made to fit the grey 16x16 run
+    assert main(["predict", str(run), str(tmp_path / "new"), "--out", str(tmp_path / "p.csv"), "--no-progress"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    assert list(rows[0]) == ["input", "cluster", "confidence"] and len(rows) == 5
+    assert all(0 <= int(r["cluster"]) < 3 and 1 / 3 - 1e-6 <= float(r["confidence"]) <= 1 for r in rows)
+    assert sum(int(r["images"]) for r in csv.DictReader(open(run / "cluster_sizes.csv"))) == 5
+    assert (run / "clusters.png").stat().st_mtime_ns > before
