@@ -126,6 +126,16 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", default="predictions.csv", help="CSV file to write (default: predictions.csv)")
     predict.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     predict.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    export = commands.add_parser(
+        "export", help="write a run's discriminator to a file that loads without catgan",
+        description="Write the discriminator with its preprocessing (resize, scaling to [-1, 1]) and class names "
+        "as a torch.export program: torch.export.load(FILE).module() maps images (B, C, H, W) with values 0..255 "
+        "to class probabilities.",
+    )
+    export.set_defaults(handler=_export)
+    export.add_argument("run", metavar="RUN", help="run directory")
+    export.add_argument("--out", required=True, help="file to write (for example model.pt2)")
+    export.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     plot = commands.add_parser(
         "plot", help="draw a run's training curves into PNG files",
         description="Draw a run's logged loss terms, entropies, gradient norms, D-scores, the classes D gives "
@@ -262,6 +272,15 @@ def _predict(args: argparse.Namespace) -> int:
     if not config.uses_labels and images is not None:
         write_cluster_views(Path(args.run).expanduser(), images, probabilities)
         print(f"redrew {Path(args.run) / 'clusters.png'} and cluster_sizes.csv from these images")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from catgan.export import export_run
+
+    metadata = export_run(args.run, args.out, args.overwrite)
+    named = ", ".join(metadata["classes"]) if metadata["classes"] else f"{metadata['clusters']} clusters"
+    print(f"wrote {args.out}: images (B, {metadata['image_shape'][0]}, H, W) of 0..255 -> probabilities of {named}")
     return 0
 
 

@@ -129,6 +129,19 @@ def test_predict_agrees_with_evaluate_image_for_image_and_refuses_what_does_not_
     assert "broken.png" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "data"), str(tmp_path / "broken.png"), "--out", str(tmp_path / "c.csv")]) == 2
     assert "not a catgan run directory" in capsys.readouterr().err
+    # the exported program, loaded without catgan, reads the same PNG files to the same probabilities
+    from PIL import Image
+
+    assert main(["export", str(run), "--out", str(tmp_path / "model.pt2")]) == 0
+    extra = {"catgan.json": ""}
+    program = torch.export.load(str(tmp_path / "model.pt2"), extra_files=extra).module()
+    pngs = sorted((tmp_path / "data" / "test").rglob("*.png"))
+    images = torch.tensor(np.stack([np.asarray(Image.open(p))[None] for p in pngs]), dtype=torch.float32)
+    assert torch.allclose(program(images), given, atol=1e-5)
+    assert json.loads(extra["catgan.json"])["classes"] == classes
+    assert program(torch.zeros(2, 1, 28, 28)).shape == (2, 10)  # any size: resized to the run's 8x8
+    assert main(["export", str(run), "--out", str(tmp_path / "model.pt2")]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
     np.savez(tmp_path / "ok.npz", x=((data.x_test[:5, 0].numpy() + 1) / 2).astype(np.float32))
     assert main(["predict", str(run), str(tmp_path / "ok.npz"), "--out", str(tmp_path / "n.csv"), "--no-progress"]) == 0
     npz_rows = list(csv.DictReader(open(tmp_path / "n.csv")))
