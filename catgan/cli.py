@@ -268,7 +268,7 @@ def _predict(args: argparse.Namespace) -> int:
         probabilities, images = predict_probabilities(model.discriminator, sources, model.image_shape, bar.update)
     seconds = time.perf_counter() - start
     write_predictions(out, names, probabilities, classes if config.uses_labels else None)
-    print(f"wrote {out}: {len(names)} images in {seconds:.1f} s ({1000 * seconds / len(names):.1f} s per 1,000)")
+    print(f"wrote {out}: {len(names)} images in {seconds:.2f} s ({1000 * seconds / len(names):.2f} s per 1,000)")
     if not config.uses_labels and images is not None:
         write_cluster_views(Path(args.run).expanduser(), images, probabilities)
         print(f"redrew {Path(args.run) / 'clusters.png'} and cluster_sizes.csv from these images")

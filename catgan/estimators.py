@@ -161,6 +161,44 @@ class _CatGANEstimator(TransformerMixin, BaseEstimator):
         tags.input_tags.three_d_array = True  # images (n, H, W); (n, C, H, W) too
         return tags
 
+    @classmethod
+    def from_run(cls, run_dir) -> "_CatGANEstimator":
+        """A fitted estimator from a ``catgan train`` run directory: its discriminator (the weight
+        average when the run kept one), generator, configuration and records. It reads images X
+        (n, C, H, W) of the run's size with values 0..255, as the run read its image files or
+        uint8 arrays (a run on floats in [0, 1] took them times 255). The classifier needs a run
+        trained with labels, the clusterer one trained without."""
+        import json
+        from pathlib import Path
+
+        from catgan.runs import METRICS, SUMMARY, load_checkpoint
+        from catgan.state import load_networks
+
+        checkpoint = load_checkpoint(run_dir)
+        config, model, classes = load_networks(checkpoint, str(run_dir))
+        if config.uses_labels != (cls is CatGANClassifier):
+            wanted = "CatGANClassifier" if config.uses_labels else "CatGANClusterer"
+            raise ValueError(f"{run_dir} was trained {'with' if config.uses_labels else 'without'} labels: "
+                             f"use {wanted}.from_run")
+        names = set(inspect.signature(cls.__init__).parameters) - _ESTIMATOR_ONLY - {"self"}
+        estimator = cls(**{name: getattr(config, name) for name in names}, random_state=config.seed,
+                        **({"n_clusters": model.num_clusters} if cls is CatGANClusterer else {}))
+        estimator.architecture_ = config.architecture
+        estimator.input_shape_ = tuple(model.image_shape)
+        estimator.n_features_in_ = model.image_shape[0]  # X.shape[1] of images (n, C, H, W)
+        estimator.data_min_, estimator.data_max_ = np.float32(0.0), np.float32(255.0)
+        estimator.discriminator_, estimator.generator_ = model.discriminator.eval(), model.generator.eval()
+        estimator.config_, estimator.n_iter_ = config, int(checkpoint["step"])
+        folder = Path(run_dir).expanduser()
+        summary = folder / SUMMARY
+        estimator.summary_ = json.loads(summary.read_text()) if summary.is_file() else {}
+        metrics = folder / METRICS
+        estimator.history_ = ([json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+                              if metrics.is_file() else [])
+        if cls is CatGANClassifier:
+            estimator.classes_ = np.array(classes)
+        return estimator
+
 
 class CatGANClassifier(ClassifierMixin, _CatGANEstimator):
     """A semi-supervised CatGAN classifier (Springenberg, ICLR 2016): ``fit(X, y)`` with

@@ -239,3 +239,26 @@ def test_an_int_random_state_trains_what_catgan_train_trains_with_that_seed(digi
     assert got.keys() == expected.keys()
     for name in expected:
         assert torch.equal(got[name], expected[name]), name
+
+
+def test_from_run_gives_a_fitted_estimator_that_predicts_as_the_run(make_config, digits):
+    from catgan.estimators import CatGANClassifier, CatGANClusterer
+    from catgan.evaluation import predict_logits
+    from catgan.runs import load_run
+    from catgan.training import train
+
+    classifier_run = train(make_config(), data=digits, log=lambda m: None).run_dir
+    clustering_run = train(make_config(labels_per_class=0, clusters=4), data=digits, log=lambda m: None).run_dir
+    images = ((digits.x_test.numpy() + 1) * 127.5).astype(np.float32)  # the run's images as 0..255
+    classifier = CatGANClassifier.from_run(classifier_run)
+    _, model, classes = load_run(classifier_run)
+    expected = predict_logits(model.discriminator, digits.x_test).argmax(dim=1).numpy()
+    assert classifier.classes_.tolist() == classes
+    assert (classifier.predict(images) == classifier.classes_[expected]).mean() > 0.99  # float64 against float32
+    assert classifier.history_ and classifier.n_iter_ > 0 and classifier.summary_["test_error"] >= 0
+    assert classifier.score(images, digits.y_test.numpy().astype(str)) == pytest.approx(
+        1 - classifier.summary_["test_error"] / 100, abs=0.01)
+    clusterer = CatGANClusterer.from_run(clustering_run)
+    assert clusterer.n_clusters == 4 and clusterer.predict(images[:10]).shape == (10,)
+    with pytest.raises(ValueError, match="use CatGANClusterer.from_run"):
+        CatGANClassifier.from_run(clustering_run)

@@ -55,3 +55,16 @@ def test_equivalence_names_each_difference():
     assert any(line.startswith("weights d.w") for line in found)
     assert any(line.startswith("summary test_error") for line in found)
     assert "record 0 (step 20) differs" in found
+
+
+def test_own_data_example_writes_digits_as_a_labelled_unlabelled_and_test_folder(tmp_path):
+    script = Path(__file__).resolve().parent.parent / "scripts" / "own_data_example.py"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "example")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    images = tmp_path / "example" / "digits-png"
+    assert len(list((images / "labelled").rglob("*.png"))) == 50
+    assert sorted(p.name for p in (images / "labelled").iterdir()) == [str(k) for k in range(10)]
+    assert len(list((images / "unlabelled").glob("*.png"))) == 1148
+    assert len(list((images / "test").rglob("*.png"))) == 599
+    again = subprocess.run([sys.executable, str(script), str(tmp_path / "example")], capture_output=True, text=True)
+    assert again.returncode == 1 and "is not empty" in again.stderr
