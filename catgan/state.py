@@ -45,17 +45,11 @@ def checkpoint_state(trainer: Trainer, with_restart_point: bool = True) -> dict[
     divergence goes back to (the last epoch end)."""
     t = trainer
     return {
-        "config": t.config.to_dict(),
-        "image_shape": list(t.data.image_shape),
-        "num_clusters": t.num_clusters,
-        "classes": list(t.data.classes),
-        "step": t.step,
+        **networks_state(t.config, t.data.image_shape, t.num_clusters, t.data.classes, t.model.generator,
+                         t.model.discriminator, t.step),
         "epoch": t.epoch,
-        "generator": t.model.generator.state_dict(),
-        "discriminator": t.model.discriminator.state_dict(),
         "opt_d": t.opt_d.state_dict(),
         "opt_g": t.opt_g.state_dict(),
-        "catgan_version": __version__,
         **({"discriminator_average": t.weight_average.module.state_dict()} if t.weight_average else {}),
         "training": {
             "rng": t.runtime.rng_state(),
@@ -76,6 +70,22 @@ def checkpoint_state(trainer: Trainer, with_restart_point: bool = True) -> dict[
             "data": t.data_fingerprint,
             "restart_point": t.last_good if with_restart_point else None,
         },
+    }
+
+
+def networks_state(config: TrainConfig, image_shape, num_clusters: int, classes, generator: torch.nn.Module,
+                   discriminator: torch.nn.Module, step: int) -> dict[str, Any]:
+    """The part of a checkpoint that `load_networks` reads: enough to rebuild the networks (a
+    finished run's, or a fitted estimator's saved as a run), with no training state."""
+    return {
+        "config": config.to_dict(),
+        "image_shape": list(image_shape),
+        "num_clusters": num_clusters,
+        "classes": list(classes),
+        "step": step,
+        "generator": generator.state_dict(),
+        "discriminator": discriminator.state_dict(),
+        "catgan_version": __version__,
     }
 
 
