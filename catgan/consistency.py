@@ -13,9 +13,11 @@ fixed (no gradient flows into it). The size eps_i is `vat_epsilon` times sqrt(C 
 the perturbation's root mean square per pixel value, on the [-1, 1] scale every image is given,
 so one value reads the same on 8x8 digits and 32x32 colour images.
 
-The direction is found with D's hidden-activation noise off and in float32 (the finite difference
-it rests on is far below D's noise and below bfloat16's resolution); the term itself is computed
-as D trains, noise on. Both passes leave D's batch-norm running statistics untouched.
+The direction is found with D's hidden-activation noise off, in float32 without TF32 (the finite
+difference it rests on is far below D's noise and below bfloat16's or TF32's resolution), from a
+probe of RMS 1e-3 per value (about 1e4 float32 rounding steps at the image scale's ends, so that
+the probed image is not rounded back to the image itself); the term itself is computed as D
+trains, noise on. Both passes leave D's batch-norm running statistics untouched.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from catgan.models import GaussianNoise, frozen_batchnorm_statistics
 
 __all__ = ["adversarial_direction", "virtual_adversarial_loss", "without_noise"]
 
-XI = 1e-6  # size (whole-image L2 norm) of the probe of the power iteration, as in Miyato et al.
+XI = 1e-3  # RMS per value of the power iteration's probe
 
 
 @contextlib.contextmanager
@@ -67,13 +69,26 @@ def adversarial_direction(discriminator: nn.Module, x: Tensor) -> Tensor:
     if isinstance(discriminator, nn.parallel.DistributedDataParallel):
         discriminator = discriminator.module  # no parameter gradients: nothing to synchronise
     x = x.detach().float()
-    with without_noise(discriminator), frozen_batchnorm_statistics(discriminator):
+    with without_noise(discriminator), frozen_batchnorm_statistics(discriminator), _full_float32():
         with torch.no_grad():
             log_p = F.log_softmax(discriminator(x).float(), dim=1)
-        probe = (XI * _unit(torch.randn_like(x))).requires_grad_(True)
+        probe = (XI * math.sqrt(x[0].numel()) * _unit(torch.randn_like(x))).requires_grad_(True)
         kl = _kl(log_p, discriminator(x + probe).float())
         (gradient,) = torch.autograd.grad(kl, probe)
     return _unit(gradient)
+
+
+@contextlib.contextmanager
+def _full_float32() -> Iterator[None]:
+    """Float32 matrix products and convolutions at full precision (no TF32) inside the block."""
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=torch.backends.cudnn.benchmark,
+                                        deterministic=torch.backends.cudnn.deterministic, allow_tf32=False):
+            yield
+    finally:
+        torch.set_float32_matmul_precision(precision)
 
 
 def virtual_adversarial_loss(

@@ -46,7 +46,7 @@ class Practices(NamedTuple):
     feature_matching: float = 0.0
     marginal_weight: float = 1.0  # of H[p_bar_real] in D's loss (an objective weight; 1 is the paper's)
     vat_weight: float = 0.0  # of the virtual adversarial term in D's loss (`catgan.consistency`)
-    vat_epsilon: float = 0.0  # its perturbation's RMS per pixel value
+    vat_epsilon: float = 0.1  # its perturbation's RMS per pixel value
 
 
 def discriminator_step(

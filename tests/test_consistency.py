@@ -51,6 +51,19 @@ def test_the_adversarial_direction_is_unit_and_moves_d_more_than_a_random_one():
     assert (adversarial > other).float().mean() > 0.9
 
 
+def test_the_direction_is_found_on_images_whose_pixels_sit_at_the_ends_of_the_scale():
+    # MNIST-like: 28x28, most pixels exactly -1 or 1, where float32's rounding step is largest
+    torch.manual_seed(0)
+    config = TrainConfig(latent_dim=8, d_width=8, g_width=8, feature_dim=16)
+    d = CatGAN(config, (1, 28, 28), num_clusters=10).discriminator
+    d.train()
+    x = torch.where(torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(3)) < 0.8, -1.0, 1.0)
+    direction = adversarial_direction(d, x)
+    random = torch.randn_like(x)
+    random = random / random.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    assert _kl(d, x, 2.0 * direction).mean() > 5 * _kl(d, x, 2.0 * random).mean()
+
+
 def test_finding_the_direction_leaves_d_parameters_and_statistics_alone():
     _, model = _model()
     d = model.discriminator
