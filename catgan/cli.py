@@ -258,9 +258,7 @@ def _predict(args: argparse.Namespace) -> int:
     from catgan.runs import load_run
     from catgan.runtime import resolve_device
 
-    out = Path(args.out).expanduser()
-    if out.exists() and not args.overwrite:
-        raise CatGANError(f"{out} exists; pass --overwrite to replace it")
+    out = _output_file(args.out, args.overwrite)
     config, model, classes = load_run(args.run, resolve_device(args.device))
     names, sources = read_inputs(args.inputs, model.image_shape)
     start = time.perf_counter()
@@ -269,16 +267,29 @@ def _predict(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     write_predictions(out, names, probabilities, classes if config.uses_labels else None)
     print(f"wrote {out}: {len(names)} images in {seconds:.2f} s ({1000 * seconds / len(names):.2f} s per 1,000)")
-    if not config.uses_labels and images is not None:
+    if not config.uses_labels and images is None:
+        print(f"{Path(args.run) / 'clusters.png'} is left as it was: it is drawn from at most 10,000 images")
+    elif not config.uses_labels:
         write_cluster_views(Path(args.run).expanduser(), images, probabilities)
         print(f"redrew {Path(args.run) / 'clusters.png'} and cluster_sizes.csv from these images")
     return 0
 
 
+def _output_file(path: str, overwrite: bool) -> Path:
+    """``path`` as a file the command may write: refused when it exists (unless ``overwrite``) or
+    its folder does not."""
+    out = Path(path).expanduser()
+    if out.exists() and not overwrite:
+        raise CatGANError(f"{out} exists; pass --overwrite to replace it")
+    if not out.parent.is_dir():
+        raise CatGANError(f"no such folder for {out}: {out.parent}")
+    return out
+
+
 def _export(args: argparse.Namespace) -> int:
     from catgan.export import export_run
 
-    metadata = export_run(args.run, args.out, args.overwrite)
+    metadata = export_run(args.run, _output_file(args.out, args.overwrite), overwrite=True)
     named = ", ".join(metadata["classes"]) if metadata["classes"] else f"{metadata['clusters']} clusters"
     print(f"wrote {args.out}: images (B, {metadata['image_shape'][0]}, H, W) of 0..255 -> probabilities of {named}")
     return 0

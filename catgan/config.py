@@ -242,10 +242,13 @@ class TrainConfig:
             if self.labels_per_class == 0:
                 raise CatGANError("the supervised method needs labels: labels_per_class must be at least 1")
             # no generator is trained: its switches would do nothing
-            generator_only = {"d_steps": 1, "g_steps": 1, "lr_g": None, "feature_matching": 0.0, "joint_batches": False}
-            changed = [name for name, default in generator_only.items() if getattr(self, name) != default]
+            # no generator is trained, and no unlabelled image is seen: these switches would do nothing
+            gan_only = {"d_steps": 1, "g_steps": 1, "lr_g": None, "feature_matching": 0.0, "joint_batches": False,
+                        "vat_weight": 0.0}
+            changed = [name for name, default in gan_only.items() if getattr(self, name) != default]
             if changed:
-                raise CatGANError(f"the supervised method trains no generator; drop {', '.join(changed)}")
+                raise CatGANError(f"the supervised method trains no generator and reads no unlabelled image; drop "
+                                  f"{', '.join(changed)}")
 
     @property
     def uses_labels(self) -> bool:

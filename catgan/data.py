@@ -47,6 +47,7 @@ __all__ = ["ImageData", "UNLABELLED", "images_below", "load_dataset", "labelled_
 DEFAULT_DATA_DIR = Path("data")  # when the configuration names no data_dir
 FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 ARRAY_KEYS = ("x_train", "y_train", "x_test", "y_test")
+DEEP_MODES = {"I", "F", "I;16", "I;16B", "I;16L", "I;16N"}  # PIL modes of more than 8 bits per value
 UNLABELLED = -1  # the label of an unlabelled training image, in y_train
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -121,12 +122,9 @@ class ImageData:
         if len(x_train) == 0:
             raise CatGANError(f"{source}: the train split is empty")
         given = (y_train != UNLABELLED) if np.issubdtype(y_train.dtype, np.number) else (y_train != str(UNLABELLED))
-        classes = np.unique(y_train[given])
+        classes = np.unique(y_train[given] if given.any() else y_test)  # no training label: clustering, scored
         if given.any() and len(classes) < 2:
             raise CatGANError(f"{source}: the training labels hold only one class ({classes[0]})")
-        if not given.any() and len(y_test):
-            raise CatGANError(f"{source}: no training image is labelled, but the test images are; label some "
-                              f"training images, or drop the test labels to cluster")
         unseen = np.setdiff1d(np.unique(y_test), classes)
         if len(unseen):
             raise CatGANError(f"{source}: test labels {unseen[:5].tolist()} do not occur in the training labels")
@@ -440,7 +438,7 @@ def _all_grey(paths: list[Path], root: Path) -> bool:
                 modes.add(im.mode)
     except (OSError, UnidentifiedImageError) as err:
         raise CatGANError(f"cannot read image {path}: {err}") from None
-    deep = modes & {"I", "F", "I;16", "I;16B", "I;16L", "I;16N"}
+    deep = modes & DEEP_MODES
     if deep:
         raise CatGANError(f"{root} holds {', '.join(sorted(deep))} images (more than 8 bits); convert them to 8-bit")
     return modes <= {"L", "1"}
@@ -455,6 +453,8 @@ def read_images(paths: list[Path], size: int | tuple[int, int], grey: bool) -> n
     for path in paths:
         try:
             with Image.open(path) as im:
+                if im.mode in DEEP_MODES:
+                    raise CatGANError(f"{path} is a {im.mode} image (more than 8 bits); convert it to 8-bit")
                 height, width = (size, size) if isinstance(size, int) else size
                 array = np.asarray(im.convert("L" if grey else "RGB").resize((width, height), Image.BILINEAR))
         except (OSError, UnidentifiedImageError) as err:

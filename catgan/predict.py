@@ -66,6 +66,8 @@ def _npz_images(path: Path, image_shape: tuple[int, int, int]) -> Tensor:
     if x.shape[2:] != (h, w) or x.shape[1] not in (1, c):
         raise CatGANError(f"{path}: images of shape {tuple(x.shape[1:])} (C, H, W) cannot feed a run trained on "
                           f"{image_shape}")
+    if len(x) == 0:
+        raise CatGANError(f"{path} holds no images")
     images = scale_images(x, "its images", str(path))
     return images.expand(-1, c, -1, -1) if images.shape[1] != c else images
 

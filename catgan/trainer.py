@@ -99,6 +99,9 @@ class Trainer:
         self.schedule = Schedule(config, len(self.x_train) // (config.batch_size * runtime.world_size))
         self.step = self.epoch = 0
         self.monitor = HealthMonitor(self.num_clusters, report=report or _report)
+        if data.labelled is not None and labelled is None and config.labels_per_class not in (0, 5, "all"):
+            (report or _report)(f"`labels_per_class` {config.labels_per_class} is not applied: with unlabelled images "
+                                f"every given label is used ({len(self.labelled)})")
         if data.labelled is not None and config.method == "catgan" and len(self.labelled) == len(data.x_train):
             (report or _report)("every training image is labelled: CatGAN's terms for unlabelled images see the "
                                 "labelled ones alone; give it unlabelled images to learn from them")
@@ -233,6 +236,8 @@ def _labelled(config: TrainConfig, data: ImageData, labelled: np.ndarray | None,
             raise CatGANError(f"labelled must be distinct indices of the {len(data.x_train)} training images")
         if config.uses_labels and len(labelled) == 0:
             raise CatGANError("no training image is labelled")
+        if data.labelled is not None and not np.isin(labelled, data.labelled).all():
+            raise CatGANError("labelled names training images that carry no label")
     return labelled
 
 

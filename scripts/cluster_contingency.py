@@ -45,6 +45,8 @@ def contingency(run: str, data_dir: str | None, images: int) -> Assigned:
     if data_dir is not None:
         config = dataclasses.replace(config, data_dir=data_dir, download=False)
     data = load_dataset(config)
+    if data.labelled is not None:
+        raise CatGANError(f"{run} was trained on images without labels; this table needs every training image labelled")
     x, y = data.x_train[:images], data.y_train[:images].numpy()
     probabilities = predict_logits(model.discriminator, x).softmax(dim=1)
     counts = np.zeros((model.num_clusters, data.num_classes), dtype=int)

@@ -117,7 +117,7 @@ def test_clustering_protocols_report_dead_clusters_the_label_free_rule_and_named
     assert "| CatGAN, K = 10 (the paper's objective) | " in table and "clusters named by labelled images" in table
 
     (tmp_path / "results" / "digits-cluster.md").unlink()
-    reported = _compare(*common[:-4], "--report-only", "--runs-dir", str(tmp_path / "runs"), "--results-dir",
+    reported = _compare(*common[:5], "--device", "cpu", "--report-only", "--runs-dir", str(tmp_path / "runs"), "--results-dir",
                         str(tmp_path / "results"), cwd=tmp_path)
     assert reported.returncode == 0, reported.stderr
     assert (tmp_path / "results" / "digits-cluster.md").read_text() == table

@@ -131,3 +131,8 @@ def test_the_vat_flags_reach_the_configuration():
     assert (args.vat_weight, args.vat_epsilon) == (1.0, 0.2)
     with pytest.raises(ValueError, match="vat_weight"):
         TrainConfig(vat_weight=-1)
+
+
+def test_the_supervised_method_refuses_vat():
+    with pytest.raises(ValueError, match="reads no unlabelled image; drop vat_weight"):
+        TrainConfig(method="supervised", vat_weight=1.0)

@@ -280,7 +280,7 @@ def test_arrays_mark_unlabelled_rows_with_minus_one(tmp_path):
     data = load_dataset(TrainConfig(dataset="arrays", data_dir=str(tmp_path / "part.npz")))
     assert data.classes == ["3", "7"] and data.labelled.tolist() == [0, 1, 4, 5] and len(data.x_test) == 0
     assert data.y_train[:2].tolist() == [0, 1] and (data.y_train[data.y_train < 0] == -1).all()
-    with pytest.raises(CatGANError, match="no training image is labelled, but the test images are"):
-        ImageData.from_arrays(x, np.full(12, -1), x[:2], np.array([3, 7]))
+    scored = ImageData.from_arrays(x, np.full(12, -1), x[:2], np.array([3, 7]))  # clustering, with a test split
+    assert scored.classes == ["3", "7"] and scored.labelled.tolist() == [] and scored.y_test.tolist() == [0, 1]
     full = ImageData.from_arrays(x, np.arange(12) % 2, x[:2], np.array([0, 1]))
     assert full.labelled is None  # benchmark data: labels_per_class draws from it

@@ -58,6 +58,10 @@ def test_clustering_own_images_needs_no_labels_and_reports_no_test_figures(tmp_p
     assert "no training image is labelled" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "k2"), "--device", "cpu"]) == 2
     assert "has no test split" in capsys.readouterr().err
+    for k, name in enumerate(["round", "square"]):  # a labelled test split scores the clusters
+        _images(tmp_path / "data" / "test" / name, 3, 32, "L", seed=5 + k)
+    assert main([*base, "--labels-per-class", "0", "--name", "scored"]) == 0  # K: the test split's 2 classes
+    assert "clustering accuracy" in capsys.readouterr().out
 
 
 def test_a_folder_without_unlabelled_images_trains_and_says_why_it_should_have_some(tmp_path, capsys):
@@ -129,9 +133,17 @@ def test_predict_agrees_with_evaluate_image_for_image_and_refuses_what_does_not_
     assert "broken.png" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "data"), str(tmp_path / "broken.png"), "--out", str(tmp_path / "c.csv")]) == 2
     assert "not a catgan run directory" in capsys.readouterr().err
-    # the exported program, loaded without catgan, reads the same PNG files to the same probabilities
+    assert main(["predict", str(run), str(tmp_path / "data" / "test"), "--out", str(tmp_path / "no" / "p.csv")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    np.savez(tmp_path / "empty.npz", x=np.zeros((0, 8, 8), dtype=np.uint8))
+    assert main(["predict", str(run), str(tmp_path / "empty.npz"), "--out", str(tmp_path / "e.csv")]) == 2
+    assert "holds no images" in capsys.readouterr().err
     from PIL import Image
 
+    Image.fromarray(np.full((8, 8), 1000, dtype=np.uint16)).save(tmp_path / "deep.png")
+    assert main(["predict", str(run), str(tmp_path / "deep.png"), "--out", str(tmp_path / "d.csv")]) == 2
+    assert "more than 8 bits" in capsys.readouterr().err
+    # the exported program, loaded without catgan, reads the same PNG files to the same probabilities
     assert main(["export", str(run), "--out", str(tmp_path / "model.pt2")]) == 0
     extra = {"catgan.json": ""}
     program = torch.export.load(str(tmp_path / "model.pt2"), extra_files=extra).module()

@@ -149,7 +149,7 @@ def test_d_to_g_update_ratio(make_config, digits, monkeypatch, d_steps, g_steps,
 
 
 def test_the_supervised_method_refuses_switches_that_only_act_on_the_generator():
-    with pytest.raises(CatGANError, match="trains no generator; drop d_steps, feature_matching"):
+    with pytest.raises(CatGANError, match="trains no generator and reads no unlabelled image; drop d_steps, feature_matching"):
         TrainConfig(method="supervised", d_steps=2, feature_matching=1.0)
     TrainConfig(method="supervised", label_smoothing=0.1, instance_noise=0.1, ema_decay=0.9)  # these act on D
 
