@@ -130,7 +130,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "export", help="write a run's discriminator to a file that loads without catgan",
         description="Write the discriminator with its preprocessing (resize, scaling to [-1, 1]) and class names "
         "as a torch.export program: torch.export.load(FILE).module() maps images (B, C, H, W) with values 0..255 "
-        "to class probabilities.",
+        "to class probabilities. A FILE ending in .onnx is written as an ONNX model instead (needs: pip install "
+        "'catgan[onnx]').",
     )
     export.set_defaults(handler=_export)
     export.add_argument("run", metavar="RUN", help="run directory")

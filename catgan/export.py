@@ -1,6 +1,8 @@
 """A trained run's discriminator as a file that loads without catgan (``catgan export``).
 
-The file is a `torch.export` program (load it with ``torch.export.load(path).module()``): it takes
+The file is a `torch.export` program (load it with ``torch.export.load(path).module()``), or, for a
+path ending in ``.onnx`` and with the ``onnx`` extra installed, an ONNX model (input ``images``,
+output ``probabilities``; the metadata under the model's ``catgan.json`` property). It takes
 images (B, C, H, W) of any height and width with values 0..255 (uint8 or float), C the run's
 channels, resizes them to the run's image size (bilinear, antialiased), scales them to [-1, 1] as
 training did, and returns D's class (or cluster) probabilities (B, K). Beside the program the file
@@ -46,18 +48,36 @@ def export_run(run_dir: str | Path, out: str | Path, overwrite: bool = False) ->
         raise CatGANError(f"{out} exists; pass --overwrite to replace it")
     config, model, classes = load_run(run_dir)
     c, h, w = model.image_shape
-    predictor = Predictor(model.discriminator, model.image_shape)
+    predictor = Predictor(model.discriminator, model.image_shape).eval()
     for parameter in predictor.parameters():
         parameter.requires_grad_(False)
     example = torch.zeros((2, c, h, w))
     dims = {0: torch.export.Dim("batch", min=1), 2: torch.export.Dim("height", min=2, max=8192),
             3: torch.export.Dim("width", min=2, max=8192)}
-    program = torch.export.export(predictor, (example,), dynamic_shapes={"images": dims})
     metadata = {"classes": list(classes) if config.uses_labels else None, "clusters": model.num_clusters,
                 "image_shape": [c, h, w], "input": "images (B, C, H, W), values 0..255, C = image_shape[0]",
                 "output": "probabilities (B, K)", "run": str(Path(run_dir).resolve())}
-    torch.export.save(program, out, extra_files={METADATA: json.dumps(metadata)})
+    if out.suffix.lower() == ".onnx":
+        _save_onnx(predictor, example, out, json.dumps(metadata))
+    else:
+        program = torch.export.export(predictor, (example,), dynamic_shapes={"images": dims})
+        torch.export.save(program, out, extra_files={METADATA: json.dumps(metadata)})
     return metadata
+
+
+def _save_onnx(predictor: Predictor, example: Tensor, out: Path, metadata: str) -> None:
+    try:
+        import onnx
+        import onnxscript  # noqa: F401 (torch.onnx's exporter needs it)
+    except ImportError:
+        raise CatGANError("an .onnx export needs the onnx extra: pip install 'catgan[onnx]'") from None
+    program = torch.onnx.export(predictor, (example,), dynamo=True, verbose=False, input_names=["images"],
+                                output_names=["probabilities"],
+                                dynamic_shapes={"images": {0: "batch", 2: "height", 3: "width"}})
+    program.save(str(out))
+    model = onnx.load(str(out))
+    onnx.helper.set_model_props(model, {METADATA: metadata})
+    onnx.save(model, str(out))
 
 
 def load_export(path: str | Path) -> tuple[nn.Module, dict]:

@@ -178,3 +178,22 @@ def test_a_clustering_run_shows_its_clusters_and_predict_redraws_them(tmp_path, 
     assert all(0 <= int(r["cluster"]) < 3 and 1 / 3 - 1e-6 <= float(r["confidence"]) <= 1 for r in rows)
     assert sum(int(r["images"]) for r in csv.DictReader(open(run / "cluster_sizes.csv"))) == 5
     assert (run / "clusters.png").stat().st_mtime_ns > before
+
+
+def test_an_onnx_export_gives_the_torch_export_probabilities(tmp_path, make_config, digits):
+    onnxruntime = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install 'catgan[onnx]'")
+    import onnx
+    import torch
+
+    from catgan.training import train
+
+    run = train(make_config(), data=digits, log=lambda m: None).run_dir
+    assert main(["export", str(run), "--out", str(tmp_path / "model.onnx")]) == 0
+    assert main(["export", str(run), "--out", str(tmp_path / "model.pt2")]) == 0
+    images = np.random.default_rng(0).uniform(0, 255, (5, 1, 12, 12)).astype(np.float32)  # resized to 8x8 inside
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"))
+    (from_onnx,) = session.run(None, {"images": images})
+    from_torch = torch.export.load(str(tmp_path / "model.pt2")).module()(torch.from_numpy(images))
+    assert np.allclose(from_onnx, from_torch.numpy(), atol=1e-5)
+    properties = {p.key: p.value for p in onnx.load(str(tmp_path / "model.onnx")).metadata_props}
+    assert json.loads(properties["catgan.json"])["classes"] == [str(k) for k in range(10)]
