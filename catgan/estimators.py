@@ -45,6 +45,7 @@ __all__ = ["CatGANClassifier", "CatGANClusterer", "CatGANTrainingWarning", "UNLA
 
 UNLABELLED = -1  # the target of an unlabelled sample (scikit-learn's convention); "-1" in string targets
 DEFAULT_STEPS = 3000  # epochs=None trains for at least this many updates (digits-quick's schedule has 3,300)
+_INPUT_RANGE = "estimator_input_range"  # summary.json of an estimator saved as a run: the inputs mapped to -1 and 1
 DEFAULT_BATCH_SIZE = 100  # batch_size=None: this many samples per step, or all of them if fewer
 
 # TrainConfig fields that an estimator sets itself; every other field is one of its parameters.
@@ -166,8 +167,9 @@ class _CatGANEstimator(TransformerMixin, BaseEstimator):
         """A fitted estimator from a ``catgan train`` run directory: its discriminator (the weight
         average when the run kept one), generator, configuration and records. It reads images X
         (n, C, H, W) of the run's size with values 0..255, as the run read its image files or
-        uint8 arrays (a run on floats in [0, 1] took them times 255). The classifier needs a run
-        trained with labels, the clusterer one trained without."""
+        uint8 arrays (a run on floats in [0, 1] took them times 255; a run an estimator saved keeps
+        that estimator's input range). ``classes_`` are the run's class names, as strings. The
+        classifier needs a run trained with labels, the clusterer one trained without."""
         import json
         from pathlib import Path
 
@@ -186,18 +188,44 @@ class _CatGANEstimator(TransformerMixin, BaseEstimator):
         estimator.architecture_ = config.architecture
         estimator.input_shape_ = tuple(model.image_shape)
         estimator.n_features_in_ = model.image_shape[0]  # X.shape[1] of images (n, C, H, W)
-        estimator.data_min_, estimator.data_max_ = np.float32(0.0), np.float32(255.0)
         estimator.discriminator_, estimator.generator_ = model.discriminator.eval(), model.generator.eval()
         estimator.config_, estimator.n_iter_ = config, int(checkpoint["step"])
         folder = Path(run_dir).expanduser()
         summary = folder / SUMMARY
         estimator.summary_ = json.loads(summary.read_text()) if summary.is_file() else {}
+        low, high = estimator.summary_.get(_INPUT_RANGE, (0.0, 255.0))  # an estimator's run keeps its own
+        estimator.data_min_, estimator.data_max_ = np.float32(low), np.float32(high)
         metrics = folder / METRICS
         estimator.history_ = ([json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
                               if metrics.is_file() else [])
         if cls is CatGANClassifier:
             estimator.classes_ = np.array(classes)
         return estimator
+
+    def save_run(self, run_dir) -> None:
+        """Write this fitted estimator as a new run directory (checkpoint.pt, config.json,
+        summary.json) that ``catgan predict``, ``catgan export`` and `from_run` read. Only an
+        estimator fit on images: ``catgan predict`` reads image files as values 0..255, which is
+        what this estimator saw if X held 8-bit images (its input range, ``data_min_`` to
+        ``data_max_``, is recorded, and `from_run` restores it)."""
+        from pathlib import Path
+
+        from catgan.runs import CHECKPOINT, CONFIG, SUMMARY, create_run_dir, save_checkpoint, write_json
+        from catgan.state import networks_state
+
+        check_is_fitted(self, "discriminator_")
+        if self.architecture_ == "mlp" and self.input_shape_[:2] == (1, 1) or np.ndim(self.data_min_) > 0:
+            raise ValueError("this estimator was fit on feature vectors, not images; a run directory holds an "
+                             "image model")
+        folder = Path(run_dir).expanduser()
+        create_run_dir(folder)
+        classes = [str(c) for c in self.classes_] if hasattr(self, "classes_") else []
+        k = len(classes) or int(self.n_clusters)
+        save_checkpoint(folder / CHECKPOINT, networks_state(self.config_, self.input_shape_, k, classes, self.generator_,
+                                                            self.discriminator_, self.n_iter_))
+        write_json(folder / CONFIG, self.config_.to_dict())
+        write_json(folder / SUMMARY, {**self.summary_, _INPUT_RANGE: [float(self.data_min_), float(self.data_max_)],
+                                      "saved_by": f"{type(self).__name__}.save_run"})
 
 
 class CatGANClassifier(ClassifierMixin, _CatGANEstimator):

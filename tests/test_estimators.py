@@ -262,3 +262,30 @@ def test_from_run_gives_a_fitted_estimator_that_predicts_as_the_run(make_config,
     assert clusterer.n_clusters == 4 and clusterer.predict(images[:10]).shape == (10,)
     with pytest.raises(ValueError, match="use CatGANClusterer.from_run"):
         CatGANClassifier.from_run(clustering_run)
+
+
+def test_a_fitted_estimator_saved_as_a_run_is_read_back_and_predicted_by_the_command(tmp_path):
+    from sklearn.datasets import load_digits
+
+    from catgan.cli import main
+    from catgan.estimators import CatGANClassifier
+
+    X, y = load_digits(return_X_y=True)
+    images = X.reshape(-1, 8, 8)  # values 0..16
+    y_semi = np.where(np.arange(len(y)) % 10 == 0, y, -1)
+    classifier = CatGANClassifier(epochs=2, d_width=8, g_width=8, latent_dim=8, feature_dim=8, device="cpu",
+                                  random_state=0).fit(images[:600], y_semi[:600])
+    classifier.save_run(tmp_path / "saved")
+    again = CatGANClassifier.from_run(tmp_path / "saved")
+    # images (n, C, H, W), as from_run documents, scaled with the estimator's own input range
+    assert (again.predict(images[600:700, None]) == classifier.predict(images[600:700]).astype(str)).all()
+    np.savez(tmp_path / "x.npz", x=(images[600:700] / 16).astype(np.float32))  # [0, 1], as the command reads arrays
+    assert main(["predict", str(tmp_path / "saved"), str(tmp_path / "x.npz"), "--out", str(tmp_path / "p.csv"),
+                 "--no-progress", "--device", "cpu"]) == 0
+    predicted = [line.split(",")[1] for line in (tmp_path / "p.csv").read_text().splitlines()[1:]]
+    assert np.mean(np.array(predicted) == classifier.predict(images[600:700]).astype(str)) > 0.98
+    with pytest.raises(ValueError, match="exists"):
+        classifier.save_run(tmp_path / "saved")
+    flat = CatGANClassifier(epochs=1, mlp_width=16, latent_dim=4, feature_dim=8, device="cpu", random_state=0)
+    with pytest.raises(ValueError, match="fit on feature vectors"):
+        flat.fit(X[:200], y_semi[:200]).save_run(tmp_path / "flat")
