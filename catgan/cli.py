@@ -125,6 +125,8 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder of images, or .npz file")
     predict.add_argument("--out", default="predictions.csv", help="CSV file to write (default: predictions.csv)")
     predict.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    predict.add_argument("--skip-unreadable", action="store_true", help="skip image files that cannot be read, "
+                         "and say how many (default: stop at the first, naming it)")
     predict.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     export = commands.add_parser(
         "export", help="write a run's discriminator to a file that loads without catgan",
@@ -255,13 +257,19 @@ def _predict(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from catgan.clusters import write_cluster_views
+    from catgan.data import Usable
     from catgan.predict import predict_probabilities, read_inputs, write_predictions
     from catgan.runs import load_run
     from catgan.runtime import resolve_device
 
     out = _output_file(args.out, args.overwrite)
     config, model, classes = load_run(args.run, resolve_device(args.device))
-    names, sources = read_inputs(args.inputs, model.image_shape)
+    usable = Usable(args.skip_unreadable)
+    names, sources = read_inputs(args.inputs, model.image_shape, usable)
+    if usable.skipped:
+        print(f"skipped {usable.skipped} unreadable image files")
+    if not names:
+        raise CatGANError("no readable image among the inputs")
     start = time.perf_counter()
     with tqdm(total=len(names), desc="predict", unit="image", disable=not args.progress, dynamic_ncols=True) as bar:
         probabilities, images = predict_probabilities(model.discriminator, sources, model.image_shape, bar.update)

@@ -137,6 +137,8 @@ class TrainConfig:
         "data", kind=str)
     download: bool = option(False, "let torchvision download the dataset into `data_dir`", "data", FLAG)
     image_size: int = option(32, "`folder` only: resize images to this many pixels square", "data", POSITIVE_INT)
+    skip_unreadable: bool = option(False, "`folder` only: skip image files that cannot be read, and say how many "
+                                   "(default: stop at the first, naming it)", "data", FLAG)
     labels_per_class: int | str = option(
         5, "labelled images per class, or `all` (every training image labelled); 0 trains without labels "
         "(clustering)", "data", (lambda v: v == "all" or (_is_int(v) and v >= 0), "be an integer >= 0 or 'all'"),

@@ -42,7 +42,7 @@ from torch import Tensor
 
 from catgan.config import CatGANError, TrainConfig
 
-__all__ = ["ImageData", "UNLABELLED", "images_below", "load_dataset", "labelled_indices", "read_idx", "read_images"]
+__all__ = ["ImageData", "UNLABELLED", "Usable", "images_below", "load_dataset", "labelled_indices", "read_idx", "read_images"]
 
 DEFAULT_DATA_DIR = Path("data")  # when the configuration names no data_dir
 FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -361,37 +361,38 @@ def _load_folder(config: TrainConfig) -> ImageData:
     root = _data_dir(config, required=True)
     if not root.is_dir():
         raise CatGANError(f"no such folder: {root}")
-    size = config.image_size
+    size, usable = config.image_size, Usable(config.skip_unreadable)
     if (root / "labelled").is_dir() or (root / "unlabelled").is_dir():
-        return _load_partly_labelled_folder(root, size)
+        return _load_partly_labelled_folder(root, size, usable)
     if (root / "train").is_dir() and (root / "test").is_dir():
-        (train_paths, y_train), (test_paths, y_test) = _class_tree(root / "train"), _class_tree(root / "test")
+        (train_paths, y_train), (test_paths, y_test) = (usable(*_class_tree(root / "train")),
+                                                        usable(*_class_tree(root / "test")))
         grey = _all_grey(train_paths + test_paths, root)
         x_train, x_test = read_images(train_paths, size, grey), read_images(test_paths, size, grey)
-        source = f"image folders {root}/train and {root}/test"
+        source = f"image folders {root}/train and {root}/test{usable.said()}"
     else:
         from sklearn.model_selection import train_test_split
 
-        paths, y = _class_tree(root)
+        paths, y = usable(*_class_tree(root))
         x = read_images(paths, size, _all_grey(paths, root))
         try:
             x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, stratify=y, random_state=0)
         except ValueError as err:
             raise CatGANError(f"{root}: cannot hold out a stratified fifth for testing: {err}") from None
-        source = f"image folder {root}, stratified 1/5 test split, seed 0"
+        source = f"image folder {root}, stratified 1/5 test split, seed 0{usable.said()}"
     return ImageData.from_arrays(x_train, y_train, x_test, y_test, name="folder", source=source)
 
 
-def _load_partly_labelled_folder(root: Path, size: int) -> ImageData:
+def _load_partly_labelled_folder(root: Path, size: int, usable: "Usable") -> ImageData:
     """``root/labelled/<class>/...``, ``root/unlabelled/...`` and an optional ``root/test/<class>/...``."""
     others = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")
                     and d.name not in ("labelled", "unlabelled", "test"))
     if others:
         raise CatGANError(f"{root} holds labelled/ or unlabelled/, so its other folders would not be read "
                           f"({', '.join(others)}); move them into labelled/<class>/, unlabelled/ or test/<class>/")
-    labelled, labels = _class_tree(root / "labelled") if (root / "labelled").is_dir() else ([], [])
-    unlabelled = images_below(root / "unlabelled") if (root / "unlabelled").is_dir() else []
-    test, test_labels = _class_tree(root / "test") if (root / "test").is_dir() else ([], [])
+    labelled, labels = usable(*_class_tree(root / "labelled")) if (root / "labelled").is_dir() else ([], [])
+    unlabelled = usable(images_below(root / "unlabelled"))[0] if (root / "unlabelled").is_dir() else []
+    test, test_labels = usable(*_class_tree(root / "test")) if (root / "test").is_dir() else ([], [])
     if not labelled and not unlabelled:
         raise CatGANError(f"{root} holds no images in labelled/<class>/ or unlabelled/")
     grey = _all_grey(labelled + unlabelled + test, root)
@@ -400,10 +401,38 @@ def _load_partly_labelled_folder(root: Path, size: int) -> ImageData:
     x_test = read_images(test, size, grey) if test else np.zeros((0, *x_train.shape[1:]), dtype=np.uint8)
     parts = [f"{len(labelled)} labelled", f"{len(unlabelled)} unlabelled", f"{len(test)} test"]
     data = ImageData.from_arrays(x_train, y_train, x_test, np.array(test_labels), name="folder",
-                                 source=f"image folder {root}: {', '.join(parts)}")
+                                 source=f"image folder {root}: {', '.join(parts)}{usable.said()}")
     if data.labelled is None:  # no unlabelled images: still every given label, not a per-class draw
         data.labelled = np.arange(len(labelled), dtype=np.int64)
     return data
+
+
+class Usable:
+    """With ``skip``, drops the image files PIL cannot open and decode (counting them); without it,
+    passes every file on, so that the first unreadable one is named in an error when read."""
+
+    def __init__(self, skip: bool) -> None:
+        self.skip, self.skipped = skip, 0
+
+    def __call__(self, paths: list[Path], labels: list[str] | None = None) -> tuple[list[Path], list[str]]:
+        labels = [""] * len(paths) if labels is None else labels
+        if not self.skip:
+            return paths, labels
+        from PIL import Image
+
+        kept = []
+        for path, label in zip(paths, labels):
+            try:
+                with Image.open(path) as im:
+                    im.load()
+                kept.append((path, label))
+            except Exception:  # PIL raises OSError, SyntaxError, ValueError, ... on broken files
+                self.skipped += 1
+        return [path for path, _ in kept], [label for _, label in kept]
+
+    def said(self) -> str:
+        """The count for the data's description ("" when nothing was skipped)."""
+        return f"; {self.skipped} unreadable image files skipped" if self.skipped else ""
 
 
 def _class_tree(root: Path) -> tuple[list[Path], list[str]]:

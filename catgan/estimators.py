@@ -50,7 +50,7 @@ DEFAULT_BATCH_SIZE = 100  # batch_size=None: this many samples per step, or all 
 
 # TrainConfig fields that an estimator sets itself; every other field is one of its parameters.
 _SET_BY_ESTIMATOR = {
-    "dataset", "data_dir", "download", "image_size", "labels_per_class", "clusters", "architecture", "seed",
+    "dataset", "data_dir", "download", "image_size", "skip_unreadable", "labels_per_class", "clusters", "architecture", "seed",
     "out_dir", "name", "eval_every", "sample_every", "tensorboard", "progress", "checkpoint_steps",
     "checkpoint_minutes",
 }

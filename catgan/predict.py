@@ -25,16 +25,18 @@ __all__ = ["predict_probabilities", "read_inputs", "write_predictions"]
 BATCH = 500  # images read and predicted at a time
 
 
-def read_inputs(inputs: list[str], image_shape: tuple[int, int, int]) -> tuple[list[str], list]:
+def read_inputs(inputs: list[str], image_shape: tuple[int, int, int], usable=None) -> tuple[list[str], list]:
     """The names of the images in ``inputs`` (a file's path, or ``FILE.npz[i]``) and where each
     comes from, in order: image files, the images below folders, and the rows of ``.npz`` files
     (their array ``x``, else ``x_test``). Refuses, naming it, an input that is none of these or
-    arrays that cannot fit ``image_shape``."""
+    arrays that cannot fit ``image_shape``. ``usable`` (a `catgan.data.Usable`) may drop unreadable
+    image files."""
     names, sources = [], []
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
             found = images_below(path)
+            found = usable(found)[0] if usable is not None and found else found
             if not found:
                 raise CatGANError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
             names += [str(p) for p in found]
@@ -44,8 +46,9 @@ def read_inputs(inputs: list[str], image_shape: tuple[int, int, int]) -> tuple[l
             names += [f"{path}[{i}]" for i in range(len(x))]
             sources += list(x)
         elif path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-            names.append(str(path))
-            sources.append(path)
+            kept = usable([path])[0] if usable is not None else [path]
+            names += [str(p) for p in kept]
+            sources += kept
         else:
             raise CatGANError(f"no such image, folder of images or .npz file: {path}")
     return names, sources

@@ -64,6 +64,18 @@ def test_clustering_own_images_needs_no_labels_and_reports_no_test_figures(tmp_p
     assert "clustering accuracy" in capsys.readouterr().out
 
 
+def test_unreadable_images_stop_loading_by_name_or_are_skipped_and_counted(tmp_path, capsys):
+    _own_folder(tmp_path / "data", 16, "L")
+    (tmp_path / "data" / "unlabelled" / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    base = ["train", "--dataset", "folder", "--data-dir", str(tmp_path / "data"), "--image-size", "16", *SMALL,
+            "--out-dir", str(tmp_path)]
+    assert main([*base, "--name", "stops"]) == 2
+    assert "truncated.png" in capsys.readouterr().err
+    assert main([*base, "--skip-unreadable", "--name", "skips"]) == 0
+    assert "1 unreadable image files skipped" in capsys.readouterr().out
+    assert json.loads((tmp_path / "skips" / "summary.json").read_text())["labelled"] == 4
+
+
 def test_a_folder_without_unlabelled_images_trains_and_says_why_it_should_have_some(tmp_path, capsys):
     root = tmp_path / "data"
     for k, name in enumerate(["a", "b"]):
@@ -131,6 +143,10 @@ def test_predict_agrees_with_evaluate_image_for_image_and_refuses_what_does_not_
     (tmp_path / "broken.png").write_bytes(b"not a png")
     assert main(["predict", str(run), str(tmp_path / "broken.png"), "--out", str(tmp_path / "b.csv")]) == 2
     assert "broken.png" in capsys.readouterr().err
+    assert main(["predict", str(run), str(tmp_path / "broken.png"), str(tmp_path / "data" / "test" / "0"),
+                 "--out", str(tmp_path / "b.csv"), "--skip-unreadable", "--no-progress"]) == 0
+    assert "skipped 1 unreadable image files" in capsys.readouterr().out
+    assert len((tmp_path / "b.csv").read_text().splitlines()) == 1 + len(list((tmp_path / "data" / "test" / "0").iterdir()))
     assert main(["predict", str(tmp_path / "data"), str(tmp_path / "broken.png"), "--out", str(tmp_path / "c.csv")]) == 2
     assert "not a catgan run directory" in capsys.readouterr().err
     assert main(["predict", str(run), str(tmp_path / "data" / "test"), "--out", str(tmp_path / "no" / "p.csv")]) == 2
