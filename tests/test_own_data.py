@@ -30,7 +30,7 @@ def _own_folder(root, size, mode, test=True):
     _images(root / "unlabelled" / "scan-2026", 8, size, mode, seed=20)
 
 
-@pytest.mark.parametrize("size, mode", [(256, "L"), (64, "RGB")])
+@pytest.mark.parametrize("size, mode", [(256, "L"), (128, "RGB"), (64, "RGB"), (32, "L")])
 def test_two_classes_of_own_images_train_at_their_size(tmp_path, capsys, size, mode):
     _own_folder(tmp_path / "data", size, mode)
     args = ["train", "--dataset", "folder", "--data-dir", str(tmp_path / "data"), "--image-size", str(size),
