@@ -98,13 +98,14 @@ class Trainer:
         self.x_train, self.y_train = data.x_train.to(storage), data.y_train.to(storage)
         self.schedule = Schedule(config, len(self.x_train) // (config.batch_size * runtime.world_size))
         self.step = self.epoch = 0
-        self.monitor = HealthMonitor(self.num_clusters, report=report or _report)
-        if data.labelled is not None and labelled is None and config.labels_per_class not in (0, 5, "all"):
-            (report or _report)(f"`labels_per_class` {config.labels_per_class} is not applied: with unlabelled images "
-                                f"every given label is used ({len(self.labelled)})")
+        report = report or _report
+        self.monitor = HealthMonitor(self.num_clusters, report=report)
+        if data.labelled is not None and labelled is None and config.labels_per_class not in (0, "all", _DEFAULT_LABELS):
+            report(f"`labels_per_class` {config.labels_per_class} is not applied: with unlabelled images "
+                   f"every given label is used ({len(self.labelled)})")
         if data.labelled is not None and config.method == "catgan" and len(self.labelled) == len(data.x_train):
-            (report or _report)("every training image is labelled: CatGAN's terms for unlabelled images see the "
-                                "labelled ones alone; give it unlabelled images to learn from them")
+            report("every training image is labelled: CatGAN's terms for unlabelled images see the "
+                   "labelled ones alone; give it unlabelled images to learn from them")
         self.recorder = Records(run_dir, config.tensorboard)
         self.clock = Clock()
         self.lr_scale = 1.0  # both learning rates' factor, lowered by each restart after a non-finite loss
@@ -239,6 +240,9 @@ def _labelled(config: TrainConfig, data: ImageData, labelled: np.ndarray | None,
         if data.labelled is not None and not np.isin(labelled, data.labelled).all():
             raise CatGANError("labelled names training images that carry no label")
     return labelled
+
+
+_DEFAULT_LABELS = TrainConfig.__dataclass_fields__["labels_per_class"].default  # not said to apply to own data
 
 
 def _report(line: str) -> None:
