@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn", "folder", "arrays")
-METHODS = ("catgan", "supervised")
+METHODS = ("catgan", "supervised", "cnn")
 ARCHITECTURES = ("conv", "mlp")
 LATENT_DISTRIBUTIONS = ("gaussian", "uniform")
 NOISE_SCHEDULES = ("linear", "constant")
@@ -30,6 +30,9 @@ PRECISIONS = ("fp32", "bf16")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 # Fields a resumed run may take from the resuming command; any other must match the saved configuration.
 RESUME_MAY_CHANGE = ("data_dir", "download", "progress", "checkpoint_steps", "checkpoint_minutes")
+# The fields the cnn method reads; it refuses any other that is not at its default.
+CNN_READS = ("dataset", "data_dir", "download", "image_size", "skip_unreadable", "labels_per_class", "method", "seed",
+             "device", "out_dir", "name", "progress")
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes seeds below 2**63
 _DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -143,8 +146,10 @@ class TrainConfig:
         5, "labelled images per class, or `all` (every training image labelled); 0 trains without labels "
         "(clustering)", "data", (lambda v: v == "all" or (_is_int(v) and v >= 0), "be an integer >= 0 or 'all'"),
         kind=_labels)
-    method: str = option("catgan", "catgan, or supervised: the same discriminator trained by cross-entropy on the "
-                         "labelled images alone, for the same number of updates (the baseline)", "data",
+    method: str = option("catgan", "catgan; supervised: the same discriminator trained by cross-entropy on the "
+                         "labelled images alone, for the same number of updates (the same-D baseline); or cnn: a "
+                         "plain CNN trained on the labelled images alone as a practitioner would, its weight decay, "
+                         "dropout and length chosen by cross-validation over them (the plain-CNN baseline)", "data",
                          choices=METHODS)
     clusters: int | None = option(None, "K, the number of clusters (default: the number of classes; any K >= 2 "
                                   "without labels)", "model", _or_none((lambda v: _is_int(v) and v >= 2,
@@ -243,7 +248,6 @@ class TrainConfig:
         if self.method == "supervised":
             if self.labels_per_class == 0:
                 raise CatGANError("the supervised method needs labels: labels_per_class must be at least 1")
-            # no generator is trained: its switches would do nothing
             # no generator is trained, and no unlabelled image is seen: these switches would do nothing
             gan_only = {"d_steps": 1, "g_steps": 1, "lr_g": None, "feature_matching": 0.0, "joint_batches": False,
                         "vat_weight": 0.0}
@@ -251,12 +255,20 @@ class TrainConfig:
             if changed:
                 raise CatGANError(f"the supervised method trains no generator and reads no unlabelled image; drop "
                                   f"{', '.join(changed)}")
+        if self.method == "cnn":
+            if self.labels_per_class == 0:
+                raise CatGANError("the cnn method needs labels: `labels_per_class` must be at least 1")
+            changed = [field.name for field in dataclasses.fields(self)
+                       if field.name not in CNN_READS and getattr(self, field.name) != field.default]
+            if changed:
+                raise CatGANError(f"the cnn method chooses its own training by cross-validation over the labelled "
+                                  f"images and reads none of {', '.join(f'`{name}`' for name in changed)}; drop them")
 
     @property
     def uses_labels(self) -> bool:
         """Whether labelled images enter training. D's outputs are then the classes; otherwise
         they are clusters, which evaluation matches to the classes."""
-        return self.labels_per_class != 0 and (self.method == "supervised" or self.lam > 0)
+        return self.labels_per_class != 0 and (self.method in ("supervised", "cnn") or self.lam > 0)
 
     def resolved_epochs(self) -> int:
         """The number of epochs this run trains for."""

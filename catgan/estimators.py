@@ -178,6 +178,9 @@ class _CatGANEstimator(TransformerMixin, BaseEstimator):
 
         checkpoint = load_checkpoint(run_dir)
         config, model, classes = load_networks(checkpoint, str(run_dir))
+        if config.method == "cnn":
+            raise ValueError(f"{run_dir} is a plain CNN's run (method cnn), not a CatGAN's; read it with catgan "
+                             f"predict or catgan export")
         if config.uses_labels != (cls is CatGANClassifier):
             wanted = "CatGANClassifier" if config.uses_labels else "CatGANClusterer"
             raise ValueError(f"{run_dir} was trained {'with' if config.uses_labels else 'without'} labels: "

@@ -16,6 +16,9 @@ sees an input as a flat vector of C*H*W values, so it also serves data that are 
 penultimate layer of ``feature_dim``; G has two hidden layers of W/2 units (W = ``mlp_width``).
 Both use the same batch normalisation, activations, noise and initialisation as the convolutional
 pair.
+
+`PlainCNN` is not part of a CatGAN: it is the classifier a practitioner would train on the labelled
+images alone (``method="cnn"``, trained by `catgan.plain_cnn`), the baseline CatGAN must beat.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from catgan.config import CatGANError
+
 if TYPE_CHECKING:
     from catgan.config import TrainConfig
 
@@ -38,6 +43,7 @@ __all__ = [
     "GaussianNoise",
     "MLPDiscriminator",
     "MLPGenerator",
+    "PlainCNN",
     "Upsampling",
     "evaluation_mode",
     "frozen_batchnorm_statistics",
@@ -339,8 +345,51 @@ class MLPGenerator(nn.Module):
         return self.layers(z).view(z.shape[0], *self.image_shape)
 
 
+class PlainCNN(nn.Module):
+    """A standard small CNN classifier: images (B, C, H, W) -> logits (B, K).
+
+    Two blocks of two 3x3 convolutions with batch norm and ReLU, each followed by 2x2 max pooling,
+    a third block of one convolution, global average pooling and dropout before the linear
+    classifier (the shape of the "Conv-Small" supervised baselines of Rasmus et al. 2015). Global
+    pooling lets it take any image of at least 4x4 pixels. No GAN practice: no noise, PyTorch's
+    default initialisation.
+
+    Args:
+        image_shape: (C, H, W) of the input images, scaled to [-1, 1].
+        num_classes: K.
+        width: channels of the first block; the second has 2x, the third 4x.
+        dropout: the dropout probability on the pooled features while training.
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, width: int = 32,
+                 dropout: float = 0.5) -> None:
+        super().__init__()
+        channels = image_shape[0]
+
+        def block(c_in: int, c_out: int) -> list[nn.Module]:
+            return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+        self.convs = nn.Sequential(
+            *block(channels, width), *block(width, width), nn.MaxPool2d(2),  # (B, w, H/2, W/2)
+            *block(width, 2 * width), *block(2 * width, 2 * width), nn.MaxPool2d(2),  # (B, 2w, H/4, W/4)
+            *block(2 * width, 4 * width),  # (B, 4w, H/4, W/4)
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),  # (B, 4w)
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(4 * width, num_classes)  # (B, K)
+        self.image_shape = tuple(image_shape)
+        self.num_classes = num_classes
+
+    def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Logits (B, K); with ``return_features``, also the pooled features (B, 4w)."""
+        features = self.convs(x)
+        logits = self.classifier(self.dropout(features))
+        return (logits, features) if return_features else logits
+
+
 class CatGAN(nn.Module):
-    """The generator and discriminator of one run, built from its configuration.
+    """The generator and discriminator of one run, built from its configuration. A plain CNN's run
+    (``method="cnn"``) holds its classifier as the discriminator and no generator (None).
 
     Args:
         config: the run's `TrainConfig` (architecture, widths, latent size, noise level).
@@ -352,7 +401,10 @@ class CatGAN(nn.Module):
         super().__init__()
         self.config = config
         self.latent_distribution = config.latent_distribution
-        if config.architecture == "mlp":
+        if config.method == "cnn":  # a plain CNN's run: a classifier and no generator
+            self.generator = None
+            self.discriminator = PlainCNN(image_shape, num_clusters)
+        elif config.architecture == "mlp":
             self.generator = MLPGenerator(image_shape, config.latent_dim, config.mlp_width)
             self.discriminator = MLPDiscriminator(
                 image_shape, num_clusters, config.mlp_width, config.feature_dim, config.d_noise
@@ -377,6 +429,8 @@ class CatGAN(nn.Module):
         With a ``generator`` (a CPU `torch.Generator`) the draw is made on the CPU and moved, so
         fixed noise is the same on every device.
         """
+        if self.generator is None:
+            raise CatGANError("a plain CNN's run (method cnn) has no generator to draw images from")
         device = next(self.generator.parameters()).device
         shape = (n, self.generator.latent_dim)
         where = "cpu" if generator is not None else device

@@ -83,7 +83,7 @@ def networks_state(config: TrainConfig, image_shape, num_clusters: int, classes,
         "num_clusters": num_clusters,
         "classes": list(classes),
         "step": step,
-        "generator": generator.state_dict(),
+        "generator": generator.state_dict() if generator is not None else {},  # none: a plain CNN's run
         "discriminator": discriminator.state_dict(),
         "catgan_version": __version__,
     }
@@ -124,7 +124,8 @@ def load_networks(checkpoint: dict[str, Any], where: str) -> tuple[TrainConfig, 
     config = TrainConfig.from_dict(checkpoint["config"])
     model = CatGAN(config, tuple(checkpoint["image_shape"]), int(checkpoint["num_clusters"]))
     try:
-        model.generator.load_state_dict(checkpoint["generator"])
+        if model.generator is not None:
+            model.generator.load_state_dict(checkpoint["generator"])
         model.discriminator.load_state_dict(checkpoint.get("discriminator_average", checkpoint["discriminator"]))
     except (RuntimeError, KeyError) as err:
         reason = str(err).strip().splitlines()[0]

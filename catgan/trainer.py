@@ -23,7 +23,7 @@ from catgan.records import Clock, Records
 from catgan.runtime import Runtime
 from catgan.schedule import Batches, Schedule, WeightAverage, make_optimizers
 
-__all__ = ["Stop", "Trainer", "TrainingStopped"]
+__all__ = ["Stop", "Trainer", "TrainingStopped", "choose_labelled"]
 
 
 class Stop:
@@ -83,7 +83,7 @@ class Trainer:
             raise CatGANError(f"only the process of rank 0 writes the run directory; rank {group.rank} was given one")
         self.runtime = runtime = Runtime(config, group)
         self.num_clusters = config.clusters or data.num_classes
-        self.labelled = _labelled(config, data, labelled, self.num_clusters, runtime.world_size)
+        self.labelled = choose_labelled(config, data, labelled, self.num_clusters, runtime.world_size)
         runtime.seed(config.seed)
         if runtime.device.type == "cuda":
             performance.tune_cuda()
@@ -212,7 +212,7 @@ class Trainer:
                         self.evaluated_discriminator)
 
 
-def _labelled(config: TrainConfig, data: ImageData, labelled: np.ndarray | None, num_clusters: int,
+def choose_labelled(config: TrainConfig, data: ImageData, labelled: np.ndarray | None, num_clusters: int,
               world_size: int) -> np.ndarray:
     """The labelled training indices, checked against the data and the configuration."""
     if num_clusters < 2:

@@ -26,7 +26,7 @@ from catgan.runtime import resolve_device
 from catgan.schedule import WeightAverage, learning_rate, make_optimizers
 from catgan.state import fingerprint, resume_point
 from catgan.steps import Batch, Practices, discriminator_step, generator_step, supervised_step
-from catgan.trainer import Stop, Trainer, TrainingStopped
+from catgan.trainer import Stop, Trainer, TrainingStopped, choose_labelled
 
 __all__ = [
     "Batch", "Practices", "RunResult", "Stop", "Trainer", "TrainingStopped", "WeightAverage", "discriminator_step",
@@ -65,11 +65,15 @@ def train(config: TrainConfig, data: ImageData | None = None, log=print, command
         TrainingStopped: ``stop`` was requested; a checkpoint was saved.
     """
     group, main, log = _this_process(config, log)
+    if config.method == "cnn" and group is not None:
+        raise CatGANError("the cnn method trains in one process; start it without torchrun")
     check_tensorboard(config)
     run_dir = runs.plan_run_dir(config) if main else None
     if data is None:
         data = load_dataset(config)
     log(data.describe())
+    if config.method == "cnn":
+        return _plain_cnn(config, data, run_dir, log, command, on_step, stop)
     return _run(config, data, run_dir, group, main, log, command=command, on_step=on_step, stop=stop, report=report)
 
 
@@ -147,6 +151,23 @@ def _run(config: TrainConfig, data: ImageData, run_dir: Path | None, group: Proc
             log(data.describe())
             log(f"resuming {run_dir} at step {resumed_at} of {trainer.schedule.total} ({where})")
         summary = trainer.fit(resume=checkpoint)
+    return RunResult(run_dir, summary, data)
+
+
+def _plain_cnn(config: TrainConfig, data: ImageData, run_dir: Path, log, command: str | None,
+               on_step: OnStep | None, stop: Stop | None) -> RunResult:
+    """The plain-CNN baseline's run (`catgan.plain_cnn`): no GAN, no checkpoint along the way."""
+    from catgan import plain_cnn
+    from catgan.runtime import Runtime
+
+    runtime = Runtime(config)
+    labelled = choose_labelled(config, data, None, data.num_classes, 1)
+    log(f"run directory: {run_dir}  (device {runtime.describe()}, {len(labelled)} labelled images, a plain CNN "
+        f"cross-validated over them)")
+    stop = stop or Stop()
+    summary = plain_cnn.train_run(config, data, labelled, run_dir, runtime.device, runtime.describe(), command, log,
+                                  on_step=on_step or (lambda step, total, record: None),
+                                  stop=lambda: bool(stop.reason))
     return RunResult(run_dir, summary, data)
 
 
