@@ -1,9 +1,11 @@
 """The plain-CNN baseline: a small CNN trained on the labelled images alone, as a practitioner would.
 
 Users with a few labels first ask whether CatGAN beats the CNN they would train on those labels.
-This module trains that CNN with a fair chance: `catgan.models.PlainCNN`, small random translations
-as augmentation, AdamW, and its weight decay, dropout and length chosen by k-fold cross-validation
-over the labelled images alone (no unlabelled image and no test label is read):
+This module trains that CNN with a fair chance: `catgan.models.PlainCNN`, small random rotations,
+resizings and translations and Gaussian input noise as augmentation (chosen on held-out training
+images by scripts/plain_cnn_recipe.py), AdamW, and its weight decay, dropout and length chosen by
+k-fold cross-validation over the labelled images alone (no unlabelled image and no test label is
+read):
 
 1. each candidate of `Recipe.candidates` trains on k - 1 folds, its loss on the held-out fold
    measured after every epoch; a fold stops when that loss has not improved for ``patience``
@@ -53,9 +55,9 @@ class Recipe:
     max_epochs: int = 300  # passes over a fold's training images at most
     patience: int = 40  # epochs without a lower validation loss before a fold stops
     shift: float = 2 / 28  # largest random translation, as a share of the image side (2 pixels on MNIST)
-    rotation: float = 0.0  # largest random rotation in degrees (0 with scale 0: whole-pixel translations only)
-    scale: float = 0.0  # largest random change of size, as a share (0.1: from 90% to 110%)
-    input_noise: float = 0.0  # std of Gaussian noise added to the training images (on the [-1, 1] scale)
+    rotation: float = 15.0  # largest random rotation in degrees (0 with scale 0: whole-pixel translations only)
+    scale: float = 0.1  # largest random change of size, as a share (0.1: from 90% to 110%)
+    input_noise: float = 0.3  # std of Gaussian noise added to the training images (on the [-1, 1] scale)
     weight_decays: tuple[float, ...] = (0.01, 0.1)  # AdamW's decoupled weight decay: the candidates
     dropouts: tuple[float, ...] = (0.25, 0.5)  # dropout on the pooled features: the candidates
 
