@@ -8,7 +8,8 @@ whose directory already holds a summary.json is not run again, so the script can
 resumed; one that did not finish goes on from its last checkpoint (`catgan train --resume`), or,
 without one, is moved aside and run again. From all finished runs it writes
 results/PROTOCOL.json (every run), results/PROTOCOL.md (mean and sample standard deviation per
-method, beside the published anchors) and results/PROTOCOL.png; for
+method, beside the published anchors) and results/PROTOCOL.png, keeping the records that the earlier
+results/PROTOCOL.json holds of runs whose directories are not here; for
 semi-supervised MNIST and Fashion-MNIST protocols also the error against the number of labels.
 """
 
@@ -46,6 +47,10 @@ SETTINGS = {
     "fashion-mnist": dict(epochs=10, d_width=32, g_width=16),
 }
 
+# The permutation-invariant protocols' networks and schedule (fully connected D and G), chosen on
+# held-out training images: results/pilot-mnist.md, the pi-* variants.
+PI_SETTINGS = dict(architecture="mlp", epochs=20)
+
 # Clustering protocols name each cluster by the labelled images of their semi-supervised
 # counterpart (digits-quick: 5 per class; mnist-100, fashion-100: 10), drawn with the run's seed.
 NAMING_LABELS = {"digits": 5, "mnist": 10, "fashion-mnist": 10}
@@ -59,6 +64,9 @@ ANCHORS = {
     "mnist-100": ["Conv-CatGAN 1.39 ± 0.28", "PI-CatGAN 1.91 ± 0.10", "supervised-only small CNN 6.43 ± 0.84",
                   "Improved-GAN 0.93 ± 0.07", "Triple-GAN 0.91 ± 0.58", "Bad GAN 0.80"],
     "mnist-1000": ["PI-CatGAN 1.73 ± 0.18"],
+    "mnist-100-pi": ["PI-CatGAN 1.91 ± 0.10", "Improved-GAN (feature matching) 0.93 ± 0.07", "Bad GAN 0.795",
+                     "Ladder 1.06 ± 0.37", "VAT 1.36"],
+    "mnist-1000-pi": ["PI-CatGAN 1.73 ± 0.18"],
     "mnist-all": ["Conv-CatGAN 0.48", "small CNN 0.36"],
     "mnist-cluster": ["Conv-CatGAN 95.73 ACC (4.27 error)", "k-means on pixels 53-57 ACC", "DEC 84.3 ACC",
                       "IIC 99.2 ACC"],
@@ -78,9 +86,13 @@ class Method:
     seeds: int | None = None  # None: the protocol's number of seeds
 
 
-def semi_supervised(labels: int | str) -> list[Method]:
+def semi_supervised(labels: int | str, plain_cnn: bool = True) -> list[Method]:
+    """CatGAN beside its baselines: the plain CNN (issue 19's; not on digits-quick, the protocol
+    of the quick checks), the same D trained on the labels alone, and the same D with all labels."""
+    cnn = [Method("plain CNN (labels only, cross-validated on them)", "cnn", dict(labels_per_class=labels, method="cnn"))]
     return [
         Method("CatGAN", "catgan", dict(labels_per_class=labels)),
+        *(cnn if plain_cnn else []),
         Method("supervised baseline (same D, labels only)", "supervised", dict(labels_per_class=labels, method="supervised")),
         Method("all labels (same D, supervised)", "all-labels", dict(labels_per_class="all", method="supervised")),
     ]
@@ -124,11 +136,28 @@ def digits_clustering() -> list[Method]:
     ]
 
 
+def permutation_invariant(labels: int, extensions: bool) -> list[Method]:
+    """mnist-100-pi and mnist-1000-pi: the fully connected CatGAN beside the same D on the labels
+    alone; with ``extensions``, also issue 19's switches beyond the paper, alone and together:
+    feature matching for G (Salimans et al. 2016) and virtual adversarial training on D (Miyato et
+    al. 2018)."""
+    fm, vat = dict(feature_matching=1.0), dict(vat_weight=1.0)
+    more = [Method("CatGAN + feature matching", "catgan-fm", dict(labels_per_class=labels, **fm)),
+            Method("CatGAN + VAT", "catgan-vat", dict(labels_per_class=labels, **vat)),
+            Method("CatGAN + feature matching + VAT", "catgan-fm-vat", dict(labels_per_class=labels, **fm, **vat))]
+    return [Method("CatGAN (fully connected)", "catgan", dict(labels_per_class=labels)),
+            *(more if extensions else []),
+            Method("supervised baseline (same D, labels only)", "supervised",
+                   dict(labels_per_class=labels, method="supervised"))]
+
+
 PROTOCOLS = {
-    "digits-quick": ("digits", 5, semi_supervised(5)),
+    "digits-quick": ("digits", 5, semi_supervised(5, plain_cnn=False)),
     "digits-cluster": ("digits", 5, digits_clustering()),
-    "mnist-100": ("mnist", 3, semi_supervised(10)),
+    "mnist-100": ("mnist", 5, semi_supervised(10)),
     "mnist-1000": ("mnist", 3, semi_supervised(100)),
+    "mnist-100-pi": ("mnist", 5, permutation_invariant(10, extensions=True)),
+    "mnist-1000-pi": ("mnist", 3, permutation_invariant(100, extensions=False)),
     "mnist-all": ("mnist", 3, [Method("CatGAN, all labels", "catgan", dict(labels_per_class="all")),
                                Method("same D, supervised", "supervised", dict(labels_per_class="all", method="supervised"))]),
     "mnist-cluster": ("mnist", 3, clustering()),
@@ -166,8 +195,11 @@ def plan(protocol: str, seeds: int | None, args) -> list[tuple[Method, int, Path
             run_dir = Path(args.runs_dir) / RUNS_OF.get(protocol, protocol) / f"{method.slug}-seed{seed}"
             if "kmeans" in method.options:
                 options = dict(labels_per_class=0, clusters=method.options["kmeans"])
+            elif method.options.get("method") == "cnn":  # chooses its own training: no schedule applies
+                options = method.options
             else:
-                options = {**SETTINGS[dataset], **method.options, **({"epochs": args.epochs} if args.epochs else {})}
+                settings = PI_SETTINGS if protocol.endswith("-pi") else SETTINGS[dataset]
+                options = {**settings, **method.options, **({"epochs": args.epochs} if args.epochs else {})}
             config = TrainConfig(dataset=dataset, data_dir=args.data_dir, seed=seed, device=args.device,
                                  out_dir=str(run_dir.parent), name=run_dir.name, **options)
             runs.append((method, seed, run_dir, config))
@@ -190,7 +222,9 @@ def resumable(run_dir: Path, config: TrainConfig) -> bool:
 def differing_settings(saved: dict, config: TrainConfig) -> list[str]:
     """The configuration fields (other than those a resume may change) in which ``saved`` differs
     from the planned ``config``; a field ``saved`` lacks (made before it existed) counts as its default."""
-    planned = dataclasses.replace(config, epochs=config.resolved_epochs()).to_dict()
+    if config.method != "cnn":  # the cnn method has no epochs to resolve
+        config = dataclasses.replace(config, epochs=config.resolved_epochs())
+    planned = config.to_dict()
     defaults = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
     return sorted(k for k in planned if k not in RESUME_MAY_CHANGE and planned[k] != saved.get(k, defaults[k]))
 
@@ -329,6 +363,19 @@ def collect(runs, threads: int = 1) -> list[dict]:
     return records
 
 
+def earlier_records(protocol: str, runs, collected: list[dict], results_dir: Path) -> list[dict]:
+    """The records that results/PROTOCOL.json holds of planned runs whose directories are not here
+    (runs made on another machine, or removed since), so that a table keeps them; each marked with
+    ``from`` (that file)."""
+    path = results_dir / f"{protocol}.json"
+    if not path.is_file():
+        return []
+    have = {(r["slug"], r["seed"]) for r in collected}
+    planned = {(method.slug, seed) for method, seed, *_ in runs}
+    return [{**r, "from": f"results/{path.name}"} for r in json.loads(path.read_text())["runs"]
+            if (r["slug"], r["seed"]) in planned - have]
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else float("nan"))
 
@@ -365,6 +412,10 @@ def write_results(protocol: str, records: list[dict], args, results_dir: Path) -
     if clustering:
         lines += cluster_lines(methods, records, NAMING_LABELS[dataset])
     lines += diverged_lines(records)
+    earlier = sorted({f"{r['method']}" for r in records if "from" in r})
+    if earlier:
+        lines += ["", f"Rows whose run directories were not on the machine that wrote this table, read from the "
+                      f"records an earlier run of this script left in {protocol}.json: {'; '.join(earlier)}."]
     devices = sorted({r["device"] for r in records})
     threads = sorted({r["cpu_threads"] for r in records if "cpu_threads" in r})
     lines += ["", f"Devices: {', '.join(devices)}; CPU threads per run: {', '.join(map(str, threads)) or '-'} "
@@ -518,6 +569,7 @@ def main() -> int:
         return 0
     failures = run_all(todo, args.protocol, args.jobs, args.threads)
     records = collect(runs, args.threads or max(1, (os.cpu_count() or 1) // args.jobs))
+    records += earlier_records(args.protocol, runs, records, Path(args.results_dir))
     if records:
         write_results(args.protocol, records, args, Path(args.results_dir))
     for error in failures:

@@ -31,6 +31,16 @@ VARIANTS = {
     "d32-g16-6ep": dict(d_width=32, g_width=16, epochs=6),
     "d32-g16-15ep": dict(d_width=32, g_width=16, epochs=15),
     "d32-g16-15ep-decay": dict(d_width=32, g_width=16, epochs=15, lr_decay_start=2 / 3),
+    # the permutation-invariant networks (issue 19's mnist-100-pi): far cheaper steps, so longer schedules
+    "pi-40ep": dict(architecture="mlp", epochs=40),
+    "pi-40ep-decay": dict(architecture="mlp", epochs=40, lr_decay_start=0.5),
+    # pi-40ep's D wins outright (G's samples stay noise; D is near-uniform on them, where G's entropy
+    # terms have no gradient): a signal for G that does not saturate, and a D held back by noise
+    "pi-20ep-fm": dict(architecture="mlp", epochs=20, feature_matching=1.0),
+    "pi-20ep-noise": dict(architecture="mlp", epochs=20, instance_noise=0.3, instance_noise_schedule="constant",
+                          d_noise=0.5),
+    "pi-20ep-fm-noise": dict(architecture="mlp", epochs=20, feature_matching=1.0, instance_noise=0.3,
+                             instance_noise_schedule="constant", d_noise=0.5),
 }
 
 

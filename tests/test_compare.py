@@ -85,6 +85,32 @@ def test_only_seeds_plans_just_those_seeds(tmp_path):
     assert zero.returncode != 0 and "--jobs and --threads must be at least 1" in zero.stderr
 
 
+def test_the_plain_cnn_runs_without_the_protocol_schedule(tmp_path):
+    done = _compare("mnist-100", "--only", "cnn", "--dry-run", "--data-dir", "mnist", "--runs-dir",
+                    str(tmp_path / "runs"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    commands = [line.split(": ", 1)[1] for line in done.stdout.splitlines() if "cnn-seed" in line]
+    assert len(commands) == 5  # the 100-label protocol's seeds
+    assert all("--method cnn" in c and "--labels-per-class 10" in c for c in commands)
+    assert not any("--epochs" in c or "--d-width" in c for c in commands)
+
+
+def test_a_table_keeps_the_recorded_runs_whose_directories_are_gone(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    earlier = {"method": "CatGAN", "slug": "catgan", "seed": 0, "labels_per_class": 5, "test_error": 3.0,
+               "wall_seconds": 60.0, "device": "cuda (elsewhere)", "torch_version": "2", "command": "catgan train"}
+    (results / "digits-quick.json").write_text(json.dumps({"protocol": "digits-quick", "runs": [earlier]}))
+    done = _compare("digits-quick", "--seeds", "1", "--epochs", "1", "--device", "cpu", "--only", "supervised",
+                    "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(results), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    records = json.loads((results / "digits-quick.json").read_text())["runs"]
+    assert sorted(r["slug"] for r in records) == ["catgan", "supervised"]
+    assert [r["from"] for r in records if r["slug"] == "catgan"] == ["results/digits-quick.json"]
+    table = (results / "digits-quick.md").read_text()
+    assert "| CatGAN | 1 | 3.00 |" in table and "read from the records" in table
+
+
 def test_a_stopped_run_is_resumed_from_its_checkpoint(tmp_path):
     args = ["digits-quick", "--seeds", "1", "--epochs", "2", "--device", "cpu", "--only", "catgan",
             "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
