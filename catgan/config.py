@@ -256,8 +256,9 @@ class TrainConfig:
                 raise CatGANError(f"the supervised method trains no generator and reads no unlabelled image; drop "
                                   f"{', '.join(changed)}")
         if self.method == "cnn":
-            if self.labels_per_class == 0:
-                raise CatGANError("the cnn method needs labels: `labels_per_class` must be at least 1")
+            if self.labels_per_class in (0, 1):
+                raise CatGANError("the cnn method cross-validates over the labelled images: `labels_per_class` must "
+                                  "be at least 2")
             changed = [field.name for field in dataclasses.fields(self)
                        if field.name not in CNN_READS and getattr(self, field.name) != field.default]
             if changed:

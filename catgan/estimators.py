@@ -309,6 +309,9 @@ class CatGANClassifier(ClassifierMixin, _CatGANEstimator):
         Warns when no sample is unlabelled (the CatGAN terms then only see labelled samples);
         raises ValueError when none is labelled.
         """
+        if self.method == "cnn":
+            raise ValueError("method='cnn' (the plain-CNN baseline) is trained by `catgan train --method cnn`; the "
+                             "estimator trains method='catgan' or 'supervised'")
         if self.method == "catgan" and isinstance(self.lam, numbers.Real) and self.lam == 0:
             raise ValueError("lam=0 would train without the labels (a clusterer); use lam > 0, or CatGANClusterer")
         images = self._images(X, reset=True)

@@ -11,10 +11,11 @@ read):
    measured after every epoch; a fold stops when that loss has not improved for ``patience``
    epochs (or at ``max_epochs``);
 2. the candidate with the lowest validation loss (the mean over folds of each fold's lowest)
-   wins; its length is the median, over folds, of the number of updates at which each fold's
+   wins; its length is the median, over folds, of the number of epochs after which each fold's
    validation loss was lowest;
-3. the CNN trains again on every labelled image with the winner's settings for that many updates,
-   and is evaluated once on the test split.
+3. the CNN trains again on every labelled image with the winner's settings for that many epochs
+   (so for more updates than a fold: it has k / (k - 1) times the images), and is evaluated once
+   on the test split.
 
 `train_run` does this as a run (``catgan train --method cnn``): its directory holds the files a
 CatGAN run's does (configuration, labelled indices, metrics.jsonl with one record per fold and the
@@ -41,6 +42,7 @@ from catgan.config import CatGANError, TrainConfig
 from catgan.data import ImageData
 from catgan.evaluation import evaluate, predict_logits
 from catgan.models import CatGAN, PlainCNN
+from catgan.trainer import Stop, TrainingStopped
 
 __all__ = ["RECIPE", "Recipe", "augment", "cross_validate", "fit", "number_of_folds", "train_run", "translate"]
 
@@ -90,7 +92,8 @@ def augment(x: Tensor, recipe: Recipe, generator: torch.Generator) -> Tensor:
     and moved by its own random amounts (bilinear, border pixels repeated); then
     ``recipe.input_noise`` added."""
     if recipe.rotation == 0 and recipe.scale == 0:
-        x = translate(x, max(1, round(recipe.shift * max(x.shape[-2:]))), generator)
+        shift = max(1, round(recipe.shift * max(x.shape[-2:]))) if recipe.shift > 0 else 0
+        x = translate(x, shift, generator)
     else:
         u = (torch.rand(len(x), 4, generator=generator) * 2 - 1).to(x)  # (B, 4) in [-1, 1)
         angle, size = u[:, 0] * math.radians(recipe.rotation), 1 + u[:, 1] * recipe.scale
@@ -106,20 +109,21 @@ def augment(x: Tensor, recipe: Recipe, generator: torch.Generator) -> Tensor:
 
 
 def fit(x: Tensor, y: Tensor, num_classes: int, settings: dict[str, float], recipe: Recipe, seed: int,
-        steps: int | None = None, x_val: Tensor | None = None, y_val: Tensor | None = None,
-        stop: Callable[[], bool] = lambda: False) -> tuple[PlainCNN, dict[str, Any]]:
+        epochs: int | None = None, x_val: Tensor | None = None, y_val: Tensor | None = None,
+        stop: Stop | None = None) -> tuple[PlainCNN, dict[str, Any]]:
     """Train a `PlainCNN` on images ``x`` (N, C, H, W) in [-1, 1] with labels ``y`` (N,).
 
     With validation images (``x_val``, ``y_val``) it trains until their loss has not improved for
-    ``recipe.patience`` epochs and reports when it was lowest; otherwise it trains for ``steps``
-    updates. ``settings`` holds ``weight_decay`` and ``dropout``; ``stop`` is asked after every
-    epoch and, when it says so, raises KeyboardInterrupt.
+    ``recipe.patience`` epochs and reports when it was lowest; otherwise it trains for ``epochs``
+    epochs. ``settings`` holds ``weight_decay`` and ``dropout``; a request of ``stop`` ends it
+    after the epoch with `TrainingStopped` (nothing is saved).
 
     Returns the network as trained (not rewound to its best epoch: the lengths cross-validation
-    reports are what the final fit uses) and a record: ``steps``, and with validation images
-    ``best_step``, ``best_validation_loss`` and ``validation_error`` (percent) at that step."""
-    if (steps is None) == (x_val is None):
-        raise ValueError("give either steps or validation images")
+    reports are what the final fit uses) and a record: ``steps`` and ``epochs``, and with
+    validation images ``best_epoch``, ``best_step``, ``best_validation_loss`` and
+    ``validation_error`` (percent) after that epoch."""
+    if (epochs is None) == (x_val is None):
+        raise ValueError("give either epochs or validation images")
     torch.manual_seed(seed)
     device = x.device
     network = PlainCNN(tuple(x.shape[1:]), num_classes, dropout=settings["dropout"]).to(device)
@@ -134,8 +138,6 @@ def fit(x: Tensor, y: Tensor, num_classes: int, settings: dict[str, float], reci
             batches = batches[:-1]
         network.train()
         for batch in batches:
-            if steps is not None and step >= steps:
-                break
             batch = batch.to(device)
             loss = F.cross_entropy(network(augment(x[batch], recipe, shifts)), y[batch])
             optimizer.zero_grad(set_to_none=True)
@@ -143,10 +145,10 @@ def fit(x: Tensor, y: Tensor, num_classes: int, settings: dict[str, float], reci
             optimizer.step()
             step += 1
         epoch += 1
-        if stop():
-            raise KeyboardInterrupt
-        if steps is not None:
-            if step >= steps:
+        if stop is not None and stop.reason:
+            raise TrainingStopped(stop.reason, step, None)
+        if epochs is not None:
+            if epoch >= epochs:
                 break
             continue
         logits = predict_logits(network, x_val)
@@ -156,19 +158,20 @@ def fit(x: Tensor, y: Tensor, num_classes: int, settings: dict[str, float], reci
             record.update(best_step=step, best_validation_loss=loss, validation_error=error, best_epoch=epoch)
         if epoch - record["best_epoch"] >= recipe.patience or epoch >= recipe.max_epochs:
             break
-    record["steps"] = step
+    record.update(steps=step, epochs=epoch)
     return network, record
 
 
 def cross_validate(x: Tensor, y: Tensor, num_classes: int, recipe: Recipe, seed: int,
                    on_fit: Callable[[dict[str, Any]], None] = lambda record: None,
-                   stop: Callable[[], bool] = lambda: False, log: Callable[[str], None] = lambda line: None) -> tuple[dict[str, float], int, list[dict[str, Any]]]:
+                   stop: Stop | None = None, log: Callable[[str], None] = lambda line: None
+                   ) -> tuple[dict[str, float], int, list[dict[str, Any]]]:
     """Choose the settings and the number of updates by stratified k-fold cross-validation over
     the labelled images ``x``, ``y`` (see the module's description).
 
-    Returns the winning settings, the number of updates to train them for on all of ``x``, and
+    Returns the winning settings, the number of epochs to train them for on all of ``x``, and
     one row per candidate (its settings, mean lowest validation loss, mean validation error at
-    it, and the median updates). ``on_fit`` receives each fold's record as it finishes, ``log`` a
+    it, and the median epochs and updates to it). ``on_fit`` receives each fold's record as it finishes, ``log`` a
     line per candidate."""
     from sklearn.model_selection import StratifiedKFold
 
@@ -188,19 +191,20 @@ def cross_validate(x: Tensor, y: Tensor, num_classes: int, recipe: Recipe, seed:
             on_fit(record)
         row = {**settings, "validation_loss": statistics.fmean(r["best_validation_loss"] for r in records),
                "validation_error": statistics.fmean(r["validation_error"] for r in records),
+               "epochs": int(statistics.median(r["best_epoch"] for r in records)),
                "steps": int(statistics.median(r["best_step"] for r in records))}
         rows.append(row)
         log(f"candidate {c + 1} of {len(recipe.candidates)} (weight decay {row['weight_decay']}, dropout "
             f"{row['dropout']}): validation loss {row['validation_loss']:.3f}, error {row['validation_error']:.1f}% "
-            f"over {folds} folds, lowest after {row['steps']} updates (median)")
+            f"over {folds} folds, lowest after {row['epochs']} epochs (median)")
     best = min(rows, key=lambda row: (row["validation_loss"], row["validation_error"]))
-    return {name: best[name] for name in ("weight_decay", "dropout")}, max(1, best["steps"]), rows
+    return {name: best[name] for name in ("weight_decay", "dropout")}, max(1, best["epochs"]), rows
 
 
 def train_run(config: TrainConfig, data: ImageData, labelled: np.ndarray, run_dir: Path | None, device: torch.device,
               describe_device: str, command: str | None = None, log: Callable[[str], None] = print,
               on_step: Callable[[int, int, dict | None], None] = lambda step, total, record: None,
-              stop: Callable[[], bool] = lambda: False, recipe: Recipe | None = None) -> dict[str, Any]:
+              stop: Stop | None = None, recipe: Recipe | None = None) -> dict[str, Any]:
     """Cross-validate, train and evaluate the plain CNN on ``data``'s ``labelled`` training images;
     write the run into ``run_dir`` (created at the end; None writes nothing); return the summary.
     ``recipe`` defaults to `RECIPE`.
@@ -208,6 +212,9 @@ def train_run(config: TrainConfig, data: ImageData, labelled: np.ndarray, run_di
     ``on_step`` is called with the number of fits done and their total (the folds of every
     candidate, and the final fit)."""
     started, recipe = time.perf_counter(), recipe or RECIPE
+    if min(data.image_shape[1:]) < 4:
+        raise CatGANError(f"the cnn method's network halves the image twice and needs at least 4x4 pixels; these "
+                          f"are {data.image_shape[1]}x{data.image_shape[2]}")
     x, y = data.x_train[labelled].to(device), data.y_train[labelled].to(device)
     total = len(recipe.candidates) * number_of_folds(y.cpu().numpy(), data.num_classes, recipe) + 1
     done = 0
@@ -220,16 +227,18 @@ def train_run(config: TrainConfig, data: ImageData, labelled: np.ndarray, run_di
         on_step(done, total, None)
 
     on_step(0, total, None)
-    settings, steps, rows = cross_validate(x, y, data.num_classes, recipe, config.seed, on_fit=fitted, stop=stop,
+    settings, epochs, rows = cross_validate(x, y, data.num_classes, recipe, config.seed, on_fit=fitted, stop=stop,
                                           log=log)
     log(f"cross-validation over {len(labelled)} labelled images chose weight decay {settings['weight_decay']}, "
-        f"dropout {settings['dropout']}, {steps} updates")
-    network, _ = fit(x, y, data.num_classes, settings, recipe, config.seed, steps=steps, stop=stop)
+        f"dropout {settings['dropout']}, {epochs} epochs")
+    network, final = fit(x, y, data.num_classes, settings, recipe, config.seed, epochs=epochs, stop=stop)
+    steps = final["steps"]
     on_step(total, total, None)
     model = CatGAN(config, data.image_shape, data.num_classes)
     model.discriminator = network
     figures = evaluate(model, data.x_test, data.y_test, classifies=True) if len(data.x_test) else {}
-    summary = {**figures, "wall_seconds": time.perf_counter() - started, "steps": steps, "labelled": len(labelled),
+    summary = {**figures, "wall_seconds": time.perf_counter() - started, "steps": steps, "epochs": epochs,
+               "labelled": len(labelled),
                "clusters": data.num_classes, "dataset": data.name, "test_images": len(data.x_test),
                "device": describe_device, "processes": 1, "cpu_threads": torch.get_num_threads(),
                "torch_version": torch.__version__, "catgan_version": __version__, "git_commit": runs.git_commit(),

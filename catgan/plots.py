@@ -114,6 +114,9 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
                 raise CatGANError(f"{metrics} line {number} is not valid JSON: {err}") from None
     logged = [r for r in records if "d" in r]
     tested = [r for r in records if r.get("split") == "test"]
+    if not logged and any(r.get("split") == "cross-validation" for r in records):
+        raise CatGANError(f"{run_dir} is a plain CNN's run (method cnn): it logs cross-validation folds, not "
+                          f"training curves; its summary.json holds them")
     if not logged:
         raise CatGANError(f"{metrics} holds no logged training steps yet")
     out_dir = Path(out_dir).expanduser() if out_dir is not None else run_dir / PLOTS_DIR

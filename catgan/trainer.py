@@ -221,7 +221,7 @@ def choose_labelled(config: TrainConfig, data: ImageData, labelled: np.ndarray |
     if config.uses_labels and num_clusters != data.num_classes:
         raise CatGANError(f"with labels, clusters must equal the number of classes ({data.num_classes}), got "
                           f"{num_clusters}; set `labels_per_class` 0 (or `lam` 0) to cluster into another number")
-    if config.batch_size * world_size > len(data.x_train):
+    if config.method != "cnn" and config.batch_size * world_size > len(data.x_train):  # cnn: its own batches
         raise CatGANError(f"batch_size {config.batch_size}{f' x {world_size} processes' if world_size > 1 else ''} "
                           f"exceeds the {len(data.x_train)} training images")
     if labelled is None and data.labelled is not None:  # genuinely unlabelled images: every given label is used

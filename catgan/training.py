@@ -164,10 +164,8 @@ def _plain_cnn(config: TrainConfig, data: ImageData, run_dir: Path, log, command
     labelled = choose_labelled(config, data, None, data.num_classes, 1)
     log(f"run directory: {run_dir}  (device {runtime.describe()}, {len(labelled)} labelled images, a plain CNN "
         f"cross-validated over them)")
-    stop = stop or Stop()
     summary = plain_cnn.train_run(config, data, labelled, run_dir, runtime.device, runtime.describe(), command, log,
-                                  on_step=on_step or (lambda step, total, record: None),
-                                  stop=lambda: bool(stop.reason))
+                                  on_step=on_step or (lambda step, total, record: None), stop=stop)
     return RunResult(run_dir, summary, data)
 
 

@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--results-dir", default=str(REPO / "results"))
     args = parser.parse_args()
     mnist = load_dataset(TrainConfig(dataset="mnist", data_dir=args.mnist_dir))
+    mnist.x_test = mnist.y_test = None  # the official test split is not used here
     rows = []
     for seed in range(args.seeds):
         labelled = labelled_indices(mnist.y_train, 10, seed)
