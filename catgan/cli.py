@@ -193,6 +193,19 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_config(command: str) -> TrainConfig:
+    """The configuration a recorded ``catgan train ...`` command line trains with (as a run's
+    summary records it); CatGANError when it is not one."""
+    words = shlex.split(command)
+    if words[:2] != ["catgan", "train"]:
+        raise CatGANError(f"not a catgan train command: {command!r}")
+    try:
+        args = _build_parser().parse_args(words[1:])
+    except SystemExit:
+        raise CatGANError(f"not a valid catgan train command: {command!r}") from None
+    return TrainConfig(**{name: value for name, value in vars(args).items() if name in _DEFAULTS and value is not None})
+
+
 def _saved_config(run: str, options: dict[str, Any]) -> TrainConfig | None:
     """The configuration a resumed run will train with (its saved one, with the options a resume
     may change), for the progress bar and the process settings; None when it cannot be read (the

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from catgan.cli import main
+from catgan.config import CatGANError
 
 TINY = ["--epochs", "1", "--batch-size", "50", "--latent-dim", "8", "--d-width", "8", "--g-width", "8",
         "--feature-dim", "16", "--device", "cpu", "--no-progress"]
@@ -243,3 +244,14 @@ def test_training_through_the_library_leaves_the_process_allocator_alone(make_co
 
     monkeypatch.setattr(performance, "tune_cpu", refuse)
     Trainer(make_config(epochs=1), digits, report=lambda line: None).fit()  # the command's job, not the library's
+
+
+def test_a_recorded_train_command_gives_back_its_configuration():
+    from catgan.cli import train_config
+
+    config = train_config("catgan train --dataset mnist --labels-per-class 10 --epochs 3 --name 'a b' --no-progress")
+    assert (config.dataset, config.labels_per_class, config.epochs, config.name, config.progress) == \
+        ("mnist", 10, 3, "a b", False)
+    for command in ("python scripts/compare.py digits-cluster", "catgan train --no-such-flag 1"):
+        with pytest.raises(CatGANError):
+            train_config(command)

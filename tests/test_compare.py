@@ -99,9 +99,11 @@ def test_a_table_keeps_the_recorded_runs_whose_directories_are_gone(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
     earlier = {"method": "CatGAN", "slug": "catgan", "seed": 0, "labels_per_class": 5, "test_error": 3.0,
-               "wall_seconds": 60.0, "device": "cuda (elsewhere)", "torch_version": "2", "command": "catgan train"}
-    (results / "digits-quick.json").write_text(json.dumps({"protocol": "digits-quick", "runs": [earlier]}))
-    done = _compare("digits-quick", "--seeds", "1", "--epochs", "1", "--device", "cpu", "--only", "supervised",
+               "wall_seconds": 60.0, "device": "cuda (elsewhere)", "torch_version": "2",
+               "command": "catgan train --epochs 1 --device cuda --out-dir elsewhere --name catgan-seed0"}
+    other = {**earlier, "seed": 1, "test_error": 9.0, "command": "catgan train --epochs 2 --seed 1"}  # not the plan
+    (results / "digits-quick.json").write_text(json.dumps({"protocol": "digits-quick", "runs": [earlier, other]}))
+    done = _compare("digits-quick", "--seeds", "2", "--only-seeds", "0", "--epochs", "1", "--device", "cpu", "--only", "supervised",
                     "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(results), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     records = json.loads((results / "digits-quick.json").read_text())["runs"]
@@ -109,6 +111,14 @@ def test_a_table_keeps_the_recorded_runs_whose_directories_are_gone(tmp_path):
     assert [r["from"] for r in records if r["slug"] == "catgan"] == ["results/digits-quick.json"]
     table = (results / "digits-quick.md").read_text()
     assert "| CatGAN | 1 | 3.00 |" in table and "read from the records" in table
+    # a record whose run directory is here is not read from the file
+    (results / "digits-quick.json").write_text(json.dumps({"protocol": "digits-quick", "runs": [
+        {**earlier, "slug": "supervised", "method": "supervised baseline", "command": earlier["command"].replace(
+            "catgan train", "catgan train --method supervised").replace("catgan-seed0", "supervised-seed0")}]}))
+    again = _compare("digits-quick", "--seeds", "2", "--only-seeds", "0", "--epochs", "1", "--device", "cpu",
+                     "--report-only", "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(results), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert [r.get("from") for r in json.loads((results / "digits-quick.json").read_text())["runs"]] == [None]
 
 
 def test_a_stopped_run_is_resumed_from_its_checkpoint(tmp_path):
