@@ -412,7 +412,7 @@ def write_results(protocol: str, records: list[dict], args, results_dir: Path) -
         lines += ["| method | seeds | clustering ACC % (one-to-one) | NMI | ARI | many-to-one ACC % | minutes per run |",
                   "|---|---|---|---|---|---|---|"]
     else:
-        lines += ["| method | seeds | test error % | minutes per run |", "|---|---|---|---|"]
+        lines += ["| method | seeds | test error % | minutes per run | device |", "|---|---|---|---|---|"]
     for method in methods:
         rows = [r for r in records if r["slug"] == method.slug and r.get("status") != "diverged"]
         if not rows:
@@ -424,7 +424,9 @@ def write_results(protocol: str, records: list[dict], args, results_dir: Path) -
                          f"{fmt([r['nmi'] for r in rows], 3)} | {fmt([r['ari'] for r in rows], 3)} | "
                          f"{fmt(many) if many else '-'} | {minutes} |")
         else:
-            lines.append(f"| {method.label} | {len(rows)} | {fmt([r['test_error'] for r in rows])} | {minutes} |")
+            devices = ", ".join(sorted({r["device"] for r in rows}))
+            lines.append(f"| {method.label} | {len(rows)} | {fmt([r['test_error'] for r in rows])} | {minutes} | "
+                         f"{devices} |")
     if clustering:
         lines += cluster_lines(methods, records, NAMING_LABELS[dataset])
     lines += diverged_lines(records)
