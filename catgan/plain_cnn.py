@@ -211,7 +211,7 @@ def train_run(config: TrainConfig, data: ImageData, labelled: np.ndarray, run_di
 
     ``on_step`` is called with the number of fits done and their total (the folds of every
     candidate, and the final fit)."""
-    started, recipe = time.perf_counter(), recipe or RECIPE
+    started, recipe, commit = time.perf_counter(), recipe or RECIPE, runs.git_commit()  # the code it starts with
     if min(data.image_shape[1:]) < 4:
         raise CatGANError(f"the cnn method's network halves the image twice and needs at least 4x4 pixels; these "
                           f"are {data.image_shape[1]}x{data.image_shape[2]}")
@@ -241,7 +241,7 @@ def train_run(config: TrainConfig, data: ImageData, labelled: np.ndarray, run_di
                "labelled": len(labelled),
                "clusters": data.num_classes, "dataset": data.name, "test_images": len(data.x_test),
                "device": describe_device, "processes": 1, "cpu_threads": torch.get_num_threads(),
-               "torch_version": torch.__version__, "catgan_version": __version__, "git_commit": runs.git_commit(),
+               "torch_version": torch.__version__, "catgan_version": __version__, "git_commit": commit,
                "command": command, "warnings": [],
                "cnn": {**settings, **{k: v for k, v in dataclasses.asdict(recipe).items()
                                       if k not in ("weight_decays", "dropouts")},
