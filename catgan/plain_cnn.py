@@ -216,7 +216,8 @@ def train_run(config: TrainConfig, data: ImageData, labelled: np.ndarray, run_di
         raise CatGANError(f"the cnn method's network halves the image twice and needs at least 4x4 pixels; these "
                           f"are {data.image_shape[1]}x{data.image_shape[2]}")
     x, y = data.x_train[labelled].to(device), data.y_train[labelled].to(device)
-    total = len(recipe.candidates) * number_of_folds(y.cpu().numpy(), data.num_classes, recipe) + 1
+    folds = number_of_folds(y.cpu().numpy(), data.num_classes, recipe)
+    total = len(recipe.candidates) * folds + 1
     done = 0
     fits: list[dict[str, Any]] = []
 
@@ -245,7 +246,7 @@ def train_run(config: TrainConfig, data: ImageData, labelled: np.ndarray, run_di
                "command": command, "warnings": [],
                "cnn": {**settings, **{k: v for k, v in dataclasses.asdict(recipe).items()
                                       if k not in ("weight_decays", "dropouts")},
-                       "cross_validation": rows}}
+                       "folds": folds, "cross_validation": rows}}  # the folds used (fewer with few labels)
     if run_dir is not None:
         _write_run(run_dir, config, data, labelled, model, fits, figures, summary)
     return summary

@@ -1,6 +1,7 @@
 """The plain-CNN baseline (catgan.plain_cnn, method cnn): its network, augmentation,
 cross-validation and runs."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -115,7 +116,7 @@ def test_the_cnn_method_refuses_what_it_does_not_read():
 
 
 def test_a_cnn_run_from_the_command_line_is_read_by_evaluate_predict_and_export(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(plain_cnn, "RECIPE", TINY)
+    monkeypatch.setattr(plain_cnn, "RECIPE", dataclasses.replace(TINY, folds=5))  # 3 labels per class: 3 folds
     argv = ["train", "--method", "cnn", "--labels-per-class", "3", "--device", "cpu", "--out-dir", str(tmp_path),
             "--name", "cnn", "--no-progress"]
     assert main(argv) == 0
@@ -123,10 +124,10 @@ def test_a_cnn_run_from_the_command_line_is_read_by_evaluate_predict_and_export(
     run = tmp_path / "cnn"
     summary = json.loads((run / "summary.json").read_text())
     assert f"test error: {summary['test_error']:.2f}%" in out
-    assert summary["labelled"] == 30 and summary["cnn"]["folds"] == 2
+    assert summary["labelled"] == 30 and summary["cnn"]["folds"] == 3
     assert [row["dropout"] for row in summary["cnn"]["cross_validation"]] == [0.25, 0.5]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["split"] for r in records] == ["cross-validation"] * 4 + ["test"]
+    assert [r["split"] for r in records] == ["cross-validation"] * 2 * 3 + ["test"]
     assert len(json.loads((run / "labelled_indices.json").read_text())) == 30
     assert json.loads((run / "config.json").read_text())["method"] == "cnn"
 
