@@ -49,8 +49,8 @@ SETTINGS = {
 
 # The permutation-invariant protocols' networks and schedule (fully connected D and G): the best of
 # results/pilot-mnist.md's pi-* variants on 10,000 held-out training images (pi-20ep-noise: 7.55%
-# validation error at epoch 20, still falling; the defaults rose to 16.22%), a choice still in
-# progress. The weights of feature matching and VAT below (1 each) are not chosen.
+# validation error at epoch 20, and no better to epoch 60; the defaults rose to 16.22%), a choice
+# still in progress. The weights of feature matching and VAT below (1 each) are not chosen.
 PI_SETTINGS = dict(architecture="mlp", epochs=20, instance_noise=0.3, instance_noise_schedule="constant", d_noise=0.5)
 
 # Clustering protocols name each cluster by the labelled images of their semi-supervised
