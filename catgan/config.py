@@ -271,9 +271,12 @@ class TrainConfig:
         they are clusters, which evaluation matches to the classes."""
         return self.labels_per_class != 0 and (self.method in ("supervised", "cnn") or self.lam > 0)
 
-    def resolved_epochs(self) -> int:
-        """The number of epochs this run trains for."""
-        return self.epochs if self.epochs is not None else DEFAULT_EPOCHS[self.dataset]
+    def resolved_epochs(self) -> int | None:
+        """The number of epochs this run trains for (None for the cnn method: cross-validation
+        chooses it)."""
+        if self.epochs is not None or self.method == "cnn":
+            return self.epochs
+        return DEFAULT_EPOCHS[self.dataset]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -37,11 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from catgan import __version__, runs
+from catgan import runs
 from catgan.config import CatGANError, TrainConfig
 from catgan.data import ImageData
 from catgan.evaluation import evaluate, predict_logits
 from catgan.models import CatGAN, PlainCNN
+from catgan.state import networks_state, on_cpu, run_facts
 from catgan.trainer import Stop, TrainingStopped
 
 __all__ = ["RECIPE", "Recipe", "augment", "cross_validate", "fit", "number_of_folds", "train_run", "translate"]
@@ -239,11 +240,8 @@ def train_run(config: TrainConfig, data: ImageData, labelled: np.ndarray, run_di
     model.discriminator = network
     figures = evaluate(model, data.x_test, data.y_test, classifies=True) if len(data.x_test) else {}
     summary = {**figures, "wall_seconds": time.perf_counter() - started, "steps": steps, "epochs": epochs,
-               "labelled": len(labelled),
-               "clusters": data.num_classes, "dataset": data.name, "test_images": len(data.x_test),
-               "device": describe_device, "processes": 1, "cpu_threads": torch.get_num_threads(),
-               "torch_version": torch.__version__, "catgan_version": __version__, "git_commit": commit,
-               "command": command, "warnings": [],
+               "labelled": len(labelled), "clusters": data.num_classes, "processes": 1,
+               **run_facts(data, describe_device, commit, command), "warnings": [],
                "cnn": {**settings, **{k: v for k, v in dataclasses.asdict(recipe).items()
                                       if k not in ("weight_decays", "dropouts")},
                        "folds": folds, "cross_validation": rows}}  # the folds used (fewer with few labels)
@@ -264,11 +262,8 @@ def number_of_folds(labels: np.ndarray, num_classes: int, recipe: Recipe) -> int
 def _write_run(run_dir: Path, config: TrainConfig, data: ImageData, labelled: np.ndarray, model: CatGAN,
                fits: list[dict[str, Any]], figures: dict[str, float], summary: dict[str, Any]) -> None:
     """The run's files, as a CatGAN run's (no samples: there is no generator)."""
-    from catgan.state import networks_state, on_cpu
-
     runs.create_run_dir(run_dir)
-    runs.write_json(run_dir / runs.CONFIG, config.to_dict())
-    runs.write_json(run_dir / runs.LABELLED, [int(i) for i in labelled])
+    runs.write_start_files(run_dir, config, data.name, labelled)
     for record in fits:
         runs.append_jsonl(run_dir / runs.METRICS, {"split": "cross-validation", **record})
     if figures:

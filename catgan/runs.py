@@ -95,6 +95,13 @@ def set_aside(run_dir: Path) -> Path:
     return run_dir.rename(aside)
 
 
+def write_start_files(run_dir: Path, config: TrainConfig, dataset: str, labelled) -> None:
+    """A run's ``config.json`` and ``labelled_indices.json`` (the indices into the training split)."""
+    write_json(run_dir / CONFIG, config.to_dict())
+    write_json(run_dir / LABELLED, {"dataset": dataset, "seed": config.seed, "split": "train",
+                                    "indices": [int(i) for i in labelled]})
+
+
 def write_json(path: Path, value: Any) -> None:
     """Write ``value`` as indented JSON, atomically (a temporary file renamed into place)."""
     _atomic_write(path, lambda f: f.write((json.dumps(value, indent=2) + "\n").encode()))

@@ -156,9 +156,7 @@ def start(trainer: Trainer, resume: dict[str, Any] | None) -> None:
         if t.run_dir is not None and (t.run_dir / runs.CONFIG).exists():
             raise CatGANError(f"{t.run_dir} already holds a run; give the trainer a new directory")
         if t.run_dir is not None:
-            runs.write_json(t.run_dir / runs.CONFIG, config.to_dict())
-            runs.write_json(t.run_dir / runs.LABELLED, {"dataset": t.data.name, "seed": config.seed, "split": "train",
-                                                        "indices": t.labelled.tolist()})
+            runs.write_start_files(t.run_dir, config, t.data.name, t.labelled)
         runtime.seed(runtime.process_seed(config.seed))  # the noise and latents; whatever ran since __init__
         t.batches.order.manual_seed(config.seed)
         t.git_commits = [runs.git_commit()]
@@ -206,6 +204,20 @@ def finish(trainer: Trainer) -> dict[str, Any]:
     return summary
 
 
+def run_facts(data: ImageData, device: str, git_commit: str | None, command: str | None) -> dict[str, Any]:
+    """What every run's summary (a CatGAN's, a plain CNN's) records of its data, machine and code."""
+    return {
+        "dataset": data.name,
+        "test_images": len(data.x_test),
+        "device": device,
+        "cpu_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "catgan_version": __version__,
+        "git_commit": git_commit,
+        "command": command,
+    }
+
+
 def common_summary(trainer: Trainer) -> dict[str, Any]:
     """What every summary records besides the figures: time, sizes, versions, warnings, restarts."""
     t, config = trainer, trainer.config
@@ -215,16 +227,10 @@ def common_summary(trainer: Trainer) -> dict[str, Any]:
         "epochs": config.epochs,
         "labelled": len(t.labelled) if config.uses_labels else 0,
         "clusters": t.num_clusters,
-        "dataset": t.data.name,
-        "test_images": len(t.data.x_test),
-        "device": t.runtime.describe(),
         "processes": t.runtime.world_size,
         "global_batch_size": config.batch_size * t.runtime.world_size,
-        "cpu_threads": torch.get_num_threads(),
-        "torch_version": torch.__version__,
-        "catgan_version": __version__,
-        "git_commit": t.git_commits[0] if t.git_commits else runs.git_commit(),  # the code it started with
-        "command": t.command,
+        # the code it started with
+        **run_facts(t.data, t.runtime.describe(), t.git_commits[0] if t.git_commits else runs.git_commit(), t.command),
         "warnings": [warning.to_dict() for warning in t.monitor.warnings],
         "restarts": t.restarts,
         "resumed_at_steps": t.resumed_at,

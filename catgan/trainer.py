@@ -213,7 +213,7 @@ class Trainer:
 
 
 def choose_labelled(config: TrainConfig, data: ImageData, labelled: np.ndarray | None, num_clusters: int,
-              world_size: int) -> np.ndarray:
+                    world_size: int) -> np.ndarray:
     """The labelled training indices, checked against the data and the configuration."""
     if num_clusters < 2:
         raise CatGANError("no training image is labelled, so the data names no classes: set `clusters` to the number "

@@ -224,9 +224,7 @@ def resumable(run_dir: Path, config: TrainConfig) -> bool:
 def differing_settings(saved: dict, config: TrainConfig) -> list[str]:
     """The configuration fields (other than those a resume may change) in which ``saved`` differs
     from the planned ``config``; a field ``saved`` lacks (made before it existed) counts as its default."""
-    if config.method != "cnn":  # the cnn method has no epochs to resolve
-        config = dataclasses.replace(config, epochs=config.resolved_epochs())
-    planned = config.to_dict()
+    planned = dataclasses.replace(config, epochs=config.resolved_epochs()).to_dict()
     defaults = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
     return sorted(k for k in planned if k not in RESUME_MAY_CHANGE and planned[k] != saved.get(k, defaults[k]))
 

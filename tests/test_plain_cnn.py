@@ -113,6 +113,7 @@ def test_the_cnn_method_refuses_what_it_does_not_read():
         with pytest.raises(CatGANError, match="at least 2"):
             TrainConfig(method="cnn", labels_per_class=labels)
     assert TrainConfig(method="cnn", seed=3, device="cpu").uses_labels
+    assert TrainConfig(method="cnn").resolved_epochs() is None  # cross-validation chooses it
 
 
 def test_a_cnn_run_from_the_command_line_is_read_by_evaluate_predict_and_export(tmp_path, monkeypatch, capsys):
@@ -128,7 +129,7 @@ def test_a_cnn_run_from_the_command_line_is_read_by_evaluate_predict_and_export(
     assert [row["dropout"] for row in summary["cnn"]["cross_validation"]] == [0.25, 0.5]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["split"] for r in records] == ["cross-validation"] * 2 * 3 + ["test"]
-    assert len(json.loads((run / "labelled_indices.json").read_text())) == 30
+    assert len(json.loads((run / "labelled_indices.json").read_text())["indices"]) == 30  # as a CatGAN run writes it
     assert json.loads((run / "config.json").read_text())["method"] == "cnn"
 
     assert main(["evaluate", str(run), "--device", "cpu"]) == 0
