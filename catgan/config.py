@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 __all__ = [
-    "ARCHITECTURES", "COMPILE_MODES", "CatGANError", "TrainConfig", "DATASETS", "DEFAULT_EPOCHS", "GROUPS",
+    "ARCHITECTURES", "COMPILE_MODES", "CatGANError", "TrainConfig", "DATASETS", "DEFAULT_EPOCHS", "D_NORMS", "GROUPS",
     "METHODS", "PRECISIONS", "describe", "option",
 ]
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn", "folder", "arrays")
 METHODS = ("catgan", "supervised", "cnn")
 ARCHITECTURES = ("conv", "mlp")
+D_NORMS = ("batch", "weight")
 LATENT_DISTRIBUTIONS = ("gaussian", "uniform")
 NOISE_SCHEDULES = ("linear", "constant")
 ON_NAN = ("stop", "restart")
@@ -188,6 +189,9 @@ class TrainConfig:
     feature_dim: int = option(128, "size of D's penultimate layer", "model", POSITIVE_INT)
     d_noise: float = option(0.3, "std of the Gaussian noise on D's hidden activations while training", "model",
                             NON_NEGATIVE)
+    d_norm: str = option("batch", "how D's layers are normalised: batch (batch norm after every hidden layer) or "
+                         "weight (each weight vector of norm g, learnt; biases; no batch statistics: the D of "
+                         "Salimans et al. 2016)", "model", choices=D_NORMS)
     instance_noise: float = option(0.0, "std of Gaussian noise added to every image D trains on, real and "
                                    "generated", "practices", NON_NEGATIVE)
     instance_noise_schedule: str = option("linear", "linear: the instance noise falls to 0 over the schedule; "

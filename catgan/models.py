@@ -17,6 +17,11 @@ penultimate layer of ``feature_dim``; G has two hidden layers of W/2 units (W = 
 Both use the same batch normalisation, activations, noise and initialisation as the convolutional
 pair.
 
+With ``d_norm="weight"`` either D has no batch norm: its convolutions and linear layers have biases
+and are weight-normalised (`weight_normalise`), as the discriminator of Salimans et al. (2016,
+"Improved Techniques for Training GANs") is. D's output on an image then does not depend on the
+other images of its batch, and training and evaluation compute the same function (up to D's noise).
+
 `PlainCNN` is not part of a CatGAN: it is the classifier a practitioner would train on the labelled
 images alone (``method="cnn"``, trained by `catgan.plain_cnn`), the baseline CatGAN must beat.
 """
@@ -47,6 +52,7 @@ __all__ = [
     "Upsampling",
     "evaluation_mode",
     "frozen_batchnorm_statistics",
+    "weight_normalise",
 ]
 
 
@@ -131,12 +137,32 @@ def evaluation_mode(*modules: nn.Module) -> Iterator[None]:
             module.train(mode)
 
 
-def _dense_layer(n_in: int, n_out: int, noise_std: float) -> list[nn.Module]:
-    """A fully connected layer of D: linear (no bias, batch norm follows), batch norm,
-    LeakyReLU(0.2) and Gaussian noise; (B, n_in) -> (B, n_out)."""
+def weight_normalise(module: nn.Module) -> None:
+    """Reparametrise every convolution and linear layer in ``module`` as w = g v / ||v||, one g per
+    output unit (Salimans and Kingma, 2016), starting from g = 1: each unit's weight vector keeps
+    the direction it was initialised with and starts at norm 1, so that, without batch norm, the
+    scale of the activations does not shrink layer by layer. Call it after initialising the weights."""
+    layers = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for layer in layers:
+        nn.utils.parametrizations.weight_norm(layer, dim=0)
+        with torch.no_grad():
+            layer.parametrizations.weight.original0.fill_(1.0)
+
+
+def _normalisation(channels: int, norm: str, spatial: bool) -> list[nn.Module]:
+    """Batch norm over ``channels`` (2d when ``spatial``) for ``norm="batch"``; nothing for ``"weight"``
+    (the layer before it is weight-normalised and has a bias instead)."""
+    if norm == "weight":
+        return []
+    return [nn.BatchNorm2d(channels) if spatial else nn.BatchNorm1d(channels)]
+
+
+def _dense_layer(n_in: int, n_out: int, noise_std: float, norm: str = "batch") -> list[nn.Module]:
+    """A fully connected layer of D: linear (a bias only without batch norm), batch norm (with
+    ``norm="batch"``), LeakyReLU(0.2) and Gaussian noise; (B, n_in) -> (B, n_out)."""
     return [
-        nn.Linear(n_in, n_out, bias=False), nn.BatchNorm1d(n_out), nn.LeakyReLU(0.2, inplace=True),
-        GaussianNoise(noise_std),
+        nn.Linear(n_in, n_out, bias=norm != "batch"), *_normalisation(n_out, norm, spatial=False),
+        nn.LeakyReLU(0.2, inplace=True), GaussianNoise(noise_std),
     ]
 
 
@@ -151,6 +177,8 @@ class Discriminator(nn.Module):
         feature_dim: size of the penultimate (feature) layer.
         noise_std: standard deviation of the Gaussian noise added to every hidden activation
             while training (0 turns it off).
+        norm: ``"batch"`` (batch norm after every hidden layer) or ``"weight"`` (weight-normalised
+            layers with biases, no batch norm).
     """
 
     def __init__(
@@ -160,14 +188,15 @@ class Discriminator(nn.Module):
         width: int = 32,
         feature_dim: int = 128,
         noise_std: float = 0.3,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         channels, height, width_px = image_shape
         stages = num_stages(height, width_px)
         final_h, final_w = halving_sizes(height, stages)[-1], halving_sizes(width_px, stages)[-1]
         layers: list[nn.Module] = [
-            nn.Conv2d(channels, width, 3, stride=1, padding=1, bias=False),  # (B, w, H, W)
-            nn.BatchNorm2d(width),
+            nn.Conv2d(channels, width, 3, stride=1, padding=1, bias=norm != "batch"),  # (B, w, H, W)
+            *_normalisation(width, norm, spatial=True),
             nn.LeakyReLU(0.2, inplace=True),
             GaussianNoise(noise_std),
         ]
@@ -176,8 +205,8 @@ class Discriminator(nn.Module):
             c_out = width * 2**stage
             layers += [
                 # 3x3, stride 2, padding 1 halves the size, rounding up: (B, c_out, ceil(H/2), ...)
-                nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(c_out),
+                nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=norm != "batch"),
+                *_normalisation(c_out, norm, spatial=True),
                 nn.LeakyReLU(0.2, inplace=True),
                 GaussianNoise(noise_std),
             ]
@@ -185,12 +214,14 @@ class Discriminator(nn.Module):
         self.convs = nn.Sequential(*layers)  # (B, c_in, final_h, final_w)
         self.features = nn.Sequential(
             nn.Flatten(),  # (B, c_in * final_h * final_w)
-            *_dense_layer(c_in * final_h * final_w, feature_dim, noise_std),  # (B, F)
+            *_dense_layer(c_in * final_h * final_w, feature_dim, noise_std, norm),  # (B, F)
         )
         self.classifier = nn.Linear(feature_dim, num_classes)  # (B, K)
         self.image_shape = tuple(image_shape)
         self.num_classes = num_classes
         self.apply(init_weights)
+        if norm == "weight":
+            weight_normalise(self)
 
     def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Logits (B, K); with ``return_features``, also the penultimate features (B, F)."""
@@ -283,6 +314,7 @@ class MLPDiscriminator(nn.Module):
         feature_dim: size of the penultimate (feature) layer.
         noise_std: standard deviation of the Gaussian noise added to every hidden activation
             while training (0 turns it off).
+        norm: ``"batch"`` or ``"weight"``, as for `Discriminator`.
     """
 
     def __init__(
@@ -292,19 +324,22 @@ class MLPDiscriminator(nn.Module):
         width: int = 1000,
         feature_dim: int = 128,
         noise_std: float = 0.3,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         w, half, quarter = _mlp_units(width)
         sizes = [math.prod(input_shape), w, half, quarter, quarter]
         layers: list[nn.Module] = [nn.Flatten()]  # (B, C*H*W)
         for n_in, n_out in zip(sizes, sizes[1:]):
-            layers += _dense_layer(n_in, n_out, noise_std)  # (B, n_out)
+            layers += _dense_layer(n_in, n_out, noise_std, norm)  # (B, n_out)
         self.hidden = nn.Sequential(*layers)
-        self.features = nn.Sequential(*_dense_layer(sizes[-1], feature_dim, noise_std))  # (B, F)
+        self.features = nn.Sequential(*_dense_layer(sizes[-1], feature_dim, noise_std, norm))  # (B, F)
         self.classifier = nn.Linear(feature_dim, num_classes)  # (B, K)
         self.image_shape = tuple(input_shape)
         self.num_classes = num_classes
         self.apply(init_weights)
+        if norm == "weight":
+            weight_normalise(self)
 
     def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Logits (B, K); with ``return_features``, also the penultimate features (B, F)."""
@@ -407,12 +442,12 @@ class CatGAN(nn.Module):
         elif config.architecture == "mlp":
             self.generator = MLPGenerator(image_shape, config.latent_dim, config.mlp_width)
             self.discriminator = MLPDiscriminator(
-                image_shape, num_clusters, config.mlp_width, config.feature_dim, config.d_noise
+                image_shape, num_clusters, config.mlp_width, config.feature_dim, config.d_noise, config.d_norm
             )
         else:
             self.generator = Generator(image_shape, config.latent_dim, config.g_width)
             self.discriminator = Discriminator(
-                image_shape, num_clusters, config.d_width, config.feature_dim, config.d_noise
+                image_shape, num_clusters, config.d_width, config.feature_dim, config.d_noise, config.d_norm
             )
 
     @property

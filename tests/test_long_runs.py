@@ -121,10 +121,12 @@ def _send_on_call(monkeypatch, *signals_on_call: tuple[int, int], step: str = "g
     monkeypatch.setattr(catgan.steps, step, with_signals)
 
 
-@pytest.mark.parametrize("stop_at", [23, 31, 46], ids=["epoch-end", "mid-epoch", "last-step"])
-def test_a_stopped_run_resumes_to_the_same_end_with_every_practice_on(tmp_path, monkeypatch, capsys, stop_at):
+@pytest.mark.parametrize(("stop_at", "d_norm"), [(23, "batch"), (31, "batch"), (46, "batch"), (31, "weight")],
+                         ids=["epoch-end", "mid-epoch", "last-step", "mid-epoch-weight-normalised-d"])
+def test_a_stopped_run_resumes_to_the_same_end_with_every_practice_on(tmp_path, monkeypatch, capsys, stop_at, d_norm):
     options = [*SMALL, "--epochs", "2", "--log-every", "3", "--eval-every", "1", "--sample-every", "1", "--d-steps",
-               "2", "--instance-noise", "0.1", "--label-noise", "0.1", "--ema-decay", "0.9", "--out-dir", str(tmp_path)]
+               "2", "--instance-noise", "0.1", "--label-noise", "0.1", "--ema-decay", "0.9", "--d-norm", d_norm,
+               "--out-dir", str(tmp_path)]
     assert main(["train", *options, "--name", "whole"]) == 0
     _send_on_call(monkeypatch, (stop_at, signal.SIGTERM), step="discriminator_step")  # one D update per step
     assert main(["train", *options, "--name", "cut"]) == 143

@@ -12,6 +12,7 @@ from catgan.models import (
     Generator,
     MLPDiscriminator,
     MLPGenerator,
+    evaluation_mode,
     frozen_batchnorm_statistics,
     halving_sizes,
     num_stages,
@@ -131,3 +132,34 @@ def test_catgan_container_builds_the_fully_connected_pair_for_architecture_mlp()
     model = CatGAN(TrainConfig(architecture="mlp", mlp_width=24, latent_dim=6, feature_dim=10), (1, 8, 8), num_clusters=3)
     assert isinstance(model.discriminator, MLPDiscriminator) and isinstance(model.generator, MLPGenerator)
     assert model.discriminator(model.generator(model.sample_latent(4))).shape == (4, 3)
+
+
+@pytest.mark.parametrize("architecture", ["conv", "mlp"])
+def test_a_weight_normalised_d_has_no_batch_norm_and_reads_each_image_alone(architecture):
+    torch.manual_seed(0)
+    config = TrainConfig(architecture=architecture, d_norm="weight", d_width=8, mlp_width=40, feature_dim=12,
+                         d_noise=0.0)
+    discriminator = CatGAN(config, (1, 8, 8), num_clusters=5).discriminator
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules())
+    layers = [m for m in discriminator.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert len(layers) >= 4
+    for layer in layers:  # w = g v / ||v||, g learnt, starting at 1; a bias in place of batch norm's shift
+        assert nn.utils.parametrize.is_parametrized(layer, "weight") and layer.bias is not None
+        torch.testing.assert_close(layer.weight.flatten(1).norm(dim=1), torch.ones(layer.weight.shape[0]))
+    x = torch.randn(6, 1, 8, 8)
+    alone = torch.cat([discriminator(x[i : i + 1]) for i in range(len(x))])
+    torch.testing.assert_close(discriminator(x), alone)  # no batch statistics, in training mode too
+    with evaluation_mode(discriminator):
+        torch.testing.assert_close(discriminator(x), alone)
+    batch_normed = CatGAN(TrainConfig(architecture=architecture, d_width=8, mlp_width=40, feature_dim=12,
+                                      d_noise=0.0), (1, 8, 8), num_clusters=5).discriminator
+    assert not torch.allclose(batch_normed(x)[:1], batch_normed(x[:1].repeat(2, 1, 1, 1))[:1])  # the contrast
+
+
+def test_a_weight_normalised_d_learns_its_scales():
+    torch.manual_seed(0)
+    discriminator = MLPDiscriminator((1, 8, 8), 3, width=16, feature_dim=8, norm="weight")
+    scales = [p for name, p in discriminator.named_parameters() if name.endswith("original0")]
+    assert len(scales) == 6  # one g per layer: four hidden, the features, the classifier
+    nn.functional.cross_entropy(discriminator(torch.randn(4, 1, 8, 8)), torch.tensor([0, 1, 2, 0])).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in scales)
