@@ -91,12 +91,23 @@ class Method:
     seeds: int | None = None  # None: the protocol's number of seeds
 
 
-def semi_supervised(labels: int | str, plain_cnn: bool = True) -> list[Method]:
+def extensions(labels: int | str) -> list[Method]:
+    """Issue 19's switches beyond the paper, alone and together: feature matching for G (Salimans et
+    al. 2016) and virtual adversarial training on D (Miyato et al. 2018), weight 1 each."""
+    fm, vat = dict(feature_matching=1.0), dict(vat_weight=1.0)
+    return [Method("CatGAN + feature matching", "catgan-fm", dict(labels_per_class=labels, **fm)),
+            Method("CatGAN + VAT", "catgan-vat", dict(labels_per_class=labels, **vat)),
+            Method("CatGAN + feature matching + VAT", "catgan-fm-vat", dict(labels_per_class=labels, **fm, **vat))]
+
+
+def semi_supervised(labels: int | str, plain_cnn: bool = True, with_extensions: bool = False) -> list[Method]:
     """CatGAN beside its baselines: the plain CNN (issue 19's; not on digits-quick, the protocol
-    of the quick checks), the same D trained on the labels alone, and the same D with all labels."""
+    of the quick checks), the same D trained on the labels alone, and the same D with all labels;
+    with ``with_extensions``, also CatGAN with the `extensions`."""
     cnn = [Method("plain CNN (labels only, cross-validated on them)", "cnn", dict(labels_per_class=labels, method="cnn"))]
     return [
         Method("CatGAN", "catgan", dict(labels_per_class=labels)),
+        *(extensions(labels) if with_extensions else []),
         *(cnn if plain_cnn else []),
         Method("supervised baseline (same D, labels only)", "supervised", dict(labels_per_class=labels, method="supervised")),
         Method("all labels (same D, supervised)", "all-labels", dict(labels_per_class="all", method="supervised")),
@@ -141,17 +152,11 @@ def digits_clustering() -> list[Method]:
     ]
 
 
-def permutation_invariant(labels: int, extensions: bool) -> list[Method]:
+def permutation_invariant(labels: int, with_extensions: bool) -> list[Method]:
     """mnist-100-pi and mnist-1000-pi: the fully connected CatGAN beside the same D on the labels
-    alone; with ``extensions``, also issue 19's switches beyond the paper, alone and together:
-    feature matching for G (Salimans et al. 2016) and virtual adversarial training on D (Miyato et
-    al. 2018)."""
-    fm, vat = dict(feature_matching=1.0), dict(vat_weight=1.0)
-    more = [Method("CatGAN + feature matching", "catgan-fm", dict(labels_per_class=labels, **fm)),
-            Method("CatGAN + VAT", "catgan-vat", dict(labels_per_class=labels, **vat)),
-            Method("CatGAN + feature matching + VAT", "catgan-fm-vat", dict(labels_per_class=labels, **fm, **vat))]
+    alone; with ``with_extensions``, also CatGAN with the `extensions`."""
     return [Method("CatGAN (fully connected)", "catgan", dict(labels_per_class=labels)),
-            *(more if extensions else []),
+            *(extensions(labels) if with_extensions else []),
             Method("supervised baseline (same D, labels only)", "supervised",
                    dict(labels_per_class=labels, method="supervised"))]
 
@@ -159,10 +164,10 @@ def permutation_invariant(labels: int, extensions: bool) -> list[Method]:
 PROTOCOLS = {
     "digits-quick": ("digits", 5, semi_supervised(5, plain_cnn=False)),
     "digits-cluster": ("digits", 5, digits_clustering()),
-    "mnist-100": ("mnist", 5, semi_supervised(10)),
+    "mnist-100": ("mnist", 5, semi_supervised(10, with_extensions=True)),
     "mnist-1000": ("mnist", 3, semi_supervised(100)),
-    "mnist-100-pi": ("mnist", 5, permutation_invariant(10, extensions=True)),
-    "mnist-1000-pi": ("mnist", 3, permutation_invariant(100, extensions=False)),
+    "mnist-100-pi": ("mnist", 5, permutation_invariant(10, with_extensions=True)),
+    "mnist-1000-pi": ("mnist", 3, permutation_invariant(100, with_extensions=False)),
     "mnist-all": ("mnist", 3, [Method("CatGAN, all labels", "catgan", dict(labels_per_class="all")),
                                Method("same D, supervised", "supervised", dict(labels_per_class="all", method="supervised"))]),
     "mnist-cluster": ("mnist", 3, clustering()),
