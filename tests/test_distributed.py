@@ -24,9 +24,12 @@ WORLD = 2
 B = 12  # per process
 LABELLED = 10  # labelled images per step, over all processes
 # float32 sums in another order (per process, then across processes), and batch norm from sums
-# instead of torch's kernel: values agree to a relative 1e-4, and entries near zero to 1e-5 of
-# the largest entry of their tensor.
-RTOL, ATOL, ATOL_OF_LARGEST = 1e-4, 1e-6, 1e-5
+# instead of torch's kernel: values agree to a relative 1e-4, and entries near zero to 1e-4 of
+# the largest entry of their tensor (G's batch-norm gradients are sums whose terms nearly cancel:
+# with one thread per process, OMP_NUM_THREADS=1, one of them differed by 1.5e-6 at a value of
+# 3.6e-4). A process that computed its own batch's losses instead of the global batch's differs
+# by far more (the last assertion of the test below).
+RTOL, ATOL, ATOL_OF_LARGEST = 1e-4, 1e-6, 1e-4
 
 
 def _close(actual, expected, what):
