@@ -30,3 +30,13 @@ def test_counts_every_image_once_per_cluster_and_refuses_labelled_runs(make_conf
     assert ((width - 2) / 34, (height - 2) / 34) == (10, 12)
     refused = subprocess.run([sys.executable, str(SCRIPT), str(labelled.run_dir)], capture_output=True, text=True)
     assert refused.returncode == 1 and "trained with labels" in refused.stderr and "Traceback" not in refused.stderr
+    assert "--classes" in refused.stderr
+    # --classes: a semi-supervised run's classes against the true ones, its 50 labelled images left out
+    done = subprocess.run([sys.executable, str(SCRIPT), str(labelled.run_dir), "--classes", "--out", str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 10 and sum(int(line.split("|")[12]) for line in rows) == len(digits.y_train) - 50
+    refused = subprocess.run([sys.executable, str(SCRIPT), str(clustering.run_dir), "--classes"], capture_output=True,
+                             text=True)
+    assert refused.returncode == 1 and "trained without labels" in refused.stderr
