@@ -30,7 +30,7 @@ import torch
 
 from catgan import load_dataset
 from catgan.config import CatGANError
-from catgan.runs import git_commit, load_run
+from catgan.runs import LABELLED, git_commit, load_run
 from catgan.training import predict_logits
 
 
@@ -55,7 +55,7 @@ def contingency(run: str, data_dir: str | None, images: int, classes: bool = Fal
         raise CatGANError(f"{run} was trained on images without labels; this table needs every training image labelled")
     keep = np.arange(min(images, len(data.y_train)))
     if classes:  # the labelled images are not what D had to work out
-        labelled = json.loads((Path(run) / "labelled_indices.json").read_text())["indices"]
+        labelled = json.loads((Path(run) / LABELLED).read_text())["indices"]
         keep = np.setdiff1d(keep, labelled)
     x, y = data.x_train[keep], data.y_train[keep].numpy()
     probabilities = predict_logits(model.discriminator, x).softmax(dim=1)

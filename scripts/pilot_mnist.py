@@ -42,13 +42,10 @@ VARIANTS = {
     # pi-40ep's D wins outright (G's samples stay noise; D is near-uniform on them, where G's entropy
     # terms have no gradient): a signal for G that does not saturate, and a D held back by noise
     "pi-20ep-fm": dict(architecture="mlp", epochs=20, feature_matching=1.0),
-    "pi-20ep-noise": dict(architecture="mlp", epochs=20, instance_noise=0.3, instance_noise_schedule="constant",
-                          d_noise=0.5),
-    "pi-20ep-fm-noise": dict(architecture="mlp", epochs=20, feature_matching=1.0, instance_noise=0.3,
-                             instance_noise_schedule="constant", d_noise=0.5),
+    "pi-20ep-noise": dict(PI_NOISE, epochs=20),
+    "pi-20ep-fm-noise": dict(PI_NOISE, epochs=20, feature_matching=1.0),
     # pi-20ep-noise was still improving at its end: the same, three times as long
-    "pi-60ep-noise": dict(architecture="mlp", epochs=60, instance_noise=0.3, instance_noise_schedule="constant",
-                          d_noise=0.5),
+    "pi-60ep-noise": dict(PI_NOISE, epochs=60),
     # pi-60ep-noise plateaus near 7% with D certain on real images and near-uniform on G's: one
     # change at a time on pi-20ep-noise
     "pi-20ep-noise-vat": dict(PI_NOISE, epochs=20, vat_weight=1.0),
