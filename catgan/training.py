@@ -187,9 +187,15 @@ def _silent(line: str) -> None:
 
 @contextlib.contextmanager
 def _joined(group: ProcessGroup | None):
-    """Leave the process group (when one was joined) once training ends, however it ends."""
+    """Leave the process group (when one was joined) once training ends, however it ends.
+
+    After a normal end every process waits at a barrier before leaving: gloo aborts a process
+    (SIGABRT) whose peer tears its connections down while messages are still on their way. After an
+    error there is no barrier, since a failed peer would never reach it."""
     try:
         yield
+        if group is not None and torch.distributed.is_initialized():
+            torch.distributed.barrier()
     finally:
         if group is not None and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

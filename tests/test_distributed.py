@@ -83,6 +83,7 @@ def _worker(rank, store, out):
                       x_unl[rank * B : (rank + 1) * B])
         mine = [z[rank * B : (rank + 1) * B] for z in latents]
         torch.save(_train_two_steps(networks, model, batch, mine, gather), f"{out}/rank{rank}.pt")
+        dist.barrier()  # as catgan.training leaves a group: no process tears down while a peer still talks
     finally:
         dist.destroy_process_group()
 
