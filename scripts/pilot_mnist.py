@@ -139,7 +139,7 @@ def write_table(out_dir: Path) -> None:
         "uncertain, and G's entropy terms have no gradient; blank where not recorded).",
         "",
         "| variant | " + " | ".join(f"ep {e}" for e in shown) + " | last | best (epoch) | H(fake) | H(real) | s / epoch | threads |",
-        "|---|" + "---|" * (len(shown) + 7),
+        "|---|" + "---|" * (len(shown) + 6),
     ]
     for row in rows:
         curve = row["validation_error_per_epoch"]
