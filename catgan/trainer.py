@@ -65,7 +65,8 @@ class Trainer:
         group: this process's place among several started by torchrun (see `catgan.distributed`);
             None trains in this process alone. Only rank 0 should be given a ``run_dir``. `train`
             and `resume` leave the process group when training ends; a direct user of the Trainer
-            calls ``torch.distributed.destroy_process_group()`` after ``fit``.
+            calls ``torch.distributed.barrier()`` and then
+            ``torch.distributed.destroy_process_group()`` after ``fit``.
         on_step: called after every step with the step count, the total and the record written
             at that step (or None): a progress bar's hook.
         stop: a `Stop` whose request ends training at the next step boundary.

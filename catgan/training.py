@@ -191,11 +191,16 @@ def _joined(group: ProcessGroup | None):
 
     After a normal end every process waits at a barrier before leaving: gloo aborts a process
     (SIGABRT) whose peer tears its connections down while messages are still on their way. After an
-    error there is no barrier, since a failed peer would never reach it."""
+    error there is no barrier, since a failed peer would never reach it; and a peer that left
+    without one (stopped by a signal during the final evaluation, which only it received) closes
+    the barrier with an error, which changes nothing here: training and its files are complete."""
     try:
         yield
         if group is not None and torch.distributed.is_initialized():
-            torch.distributed.barrier()
+            try:
+                torch.distributed.barrier()
+            except RuntimeError:  # DistBackendError and gloo's "connection closed" are RuntimeErrors
+                pass
     finally:
         if group is not None and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -125,8 +125,9 @@ def write_table(out_dir: Path) -> None:
     lines = [
         "# MNIST pilot: validation error (%) along the schedule",
         "",
-        "`python scripts/pilot_mnist.py --variant NAME`, seed 0; trained on 50,000 MNIST training images",
-        "(100 labelled), validated on the other 10,000 training images; the test split is not read.",
+        "`python scripts/pilot_mnist.py --variant NAME`, seed 0 (seed 1 where the name ends in -seed1);",
+        "trained on 50,000 MNIST training images (100 labelled), validated on the other 10,000 training",
+        "images; the test split is not read.",
         "Every epoch's figure is in pilot-mnist.json and in the plot below the table; the table shows",
         "some epochs, the last, and the best with its epoch. Commits, devices and torch versions of",
         "finished variants are in pilot-mnist.json. An interrupted variant wrote no summary: its commit",

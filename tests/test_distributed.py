@@ -108,6 +108,29 @@ def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(tmp_path):
     assert abs(marginal_entropy(logits) - per_process) > 100 * (ATOL + RTOL * per_process)
 
 
+def _leaver(rank, store, out):
+    """Rank 0 fails inside the group and leaves without the barrier; rank 1 ends normally."""
+    import datetime
+
+    from catgan.training import _joined
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        with _joined(ProcessGroup(rank, WORLD, rank)):
+            if rank == 0:
+                raise ValueError("rank 0 failed")
+    except ValueError:
+        pass
+    with open(f"{out}/rank{rank}.done", "w") as done:
+        done.write(str(dist.is_initialized()))
+
+
+def test_a_process_whose_peer_left_without_the_barrier_still_ends_cleanly(tmp_path):
+    mp.start_processes(_leaver, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=WORLD, start_method="spawn")
+    assert [(tmp_path / f"rank{rank}.done").read_text() for rank in range(WORLD)] == ["False", "False"]
+
+
 def test_seeds_of_the_processes_differ_and_repeat():
     first, second = ProcessGroup(0, 2, 0), ProcessGroup(1, 2, 1)
     assert first.seed(5) != second.seed(5)
