@@ -4,7 +4,8 @@
         --grid marginal_weight=1,2 --grid clusters=10,20 --seeds 0 1 2 --parallel 4 --out results/NAME
 
 Each grid point and seed is one `catgan train --labels-per-class 0` run (its other flags from
---set and the grid), several at a time (--parallel, each with an equal share of the CPU threads).
+--set and the grid), several at a time (--parallel, each with an equal share of the CPU threads,
+or --threads each).
 For each finished run it records:
 - the test figures of its summary (one-to-one accuracy, NMI, ARI; many-to-one for K > classes);
 - the share of the test images in each cluster, and how many clusters hold under 1% of them;
@@ -104,13 +105,14 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=V", help="a flag for every run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--threads", type=int, help="CPU threads per run (default: the cores shared by --parallel)")
     parser.add_argument("--probe", type=int, default=5000, help="training images for the label-free figures")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/clustering-sweep"))
     parser.add_argument("--out", type=Path, required=True, help="OUT.json and OUT.md are written")
     parser.add_argument("--report-only", action="store_true", help="train nothing; report the finished runs")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
-    threads = max(1, cores // args.parallel)
+    threads = args.threads or max(1, cores // args.parallel)
     planned = [(point, seed) for point in grid_points(args.grid) for seed in args.seeds]
     pending, running, failed = ([] if args.report_only else list(planned)), [], []
     started = time.perf_counter()
