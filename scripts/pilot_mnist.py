@@ -68,6 +68,8 @@ VARIANTS = {
     "pi-40ep-noise-vat-wn-decay": dict(PI_NOISE, epochs=40, vat_weight=1.0, d_norm="weight", lr_decay_start=0.5),
     "pi-40ep-noise-vat-wn-decay-seed1": dict(PI_NOISE, epochs=40, vat_weight=1.0, d_norm="weight",
                                              lr_decay_start=0.5, seed=1),
+    # what VAT adds once D is weight-normalised (mnist-100-pi's plain CatGAN row)
+    "pi-40ep-noise-wn-decay": dict(PI_NOISE, epochs=40, d_norm="weight", lr_decay_start=0.5),
 }
 
 
