@@ -1,6 +1,7 @@
 """Several processes (gloo on the CPU): 2 processes with batch B compute what 1 process with batch 2B
 computes, and a 2-process `catgan train` writes one run directory."""
 
+import datetime
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ from catgan.config import TrainConfig
 from catgan.distributed import DistributedCatGAN, ProcessGroup, convert_batch_norm, gather
 from catgan.losses import marginal_entropy
 from catgan.models import CatGAN
-from catgan.training import Batch, discriminator_step, generator_step
+from catgan.training import Batch, _joined, discriminator_step, generator_step
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="this torch build has no gloo backend for several CPU processes")
@@ -74,7 +75,7 @@ def _train_two_steps(networks, model, batch, latents, gather_fn):
 
 def _worker(rank, store, out):
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
-    try:
+    with _joined(ProcessGroup(rank, WORLD, rank)):  # left as catgan.training leaves it
         x_unl, x_lab, y_lab, latents = _inputs()
         model = convert_batch_norm(_model())
         networks = DistributedCatGAN(model, torch.device("cpu"))
@@ -83,9 +84,6 @@ def _worker(rank, store, out):
                       x_unl[rank * B : (rank + 1) * B])
         mine = [z[rank * B : (rank + 1) * B] for z in latents]
         torch.save(_train_two_steps(networks, model, batch, mine, gather), f"{out}/rank{rank}.pt")
-        dist.barrier()  # as catgan.training leaves a group: no process tears down while a peer still talks
-    finally:
-        dist.destroy_process_group()
 
 
 def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(tmp_path):
@@ -110,10 +108,6 @@ def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(tmp_path):
 
 def _leaver(rank, store, out):
     """Rank 0 fails inside the group and leaves without the barrier; rank 1 ends normally."""
-    import datetime
-
-    from catgan.training import _joined
-
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD,
                             timeout=datetime.timedelta(seconds=60))
     try:
