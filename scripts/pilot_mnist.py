@@ -36,6 +36,8 @@ VARIANTS = {
     # VAT on the convolutional D (the fully connected one's lever below); the protocol's schedule,
     # whose 10th epoch d32-g16-15ep's matches (2.04%)
     "d32-g16-10ep-vat": dict(d_width=32, g_width=16, epochs=10, vat_weight=1.0),
+    # the lever of the fully connected D (pi-40ep-noise-vat-wn-decay below) on the convolutional one
+    "d32-g16-10ep-vat-wn": dict(d_width=32, g_width=16, epochs=10, vat_weight=1.0, d_norm="weight"),
     # the permutation-invariant networks (issue 19's mnist-100-pi): far cheaper steps, so longer schedules
     "pi-40ep": dict(architecture="mlp", epochs=40),
     "pi-40ep-decay": dict(architecture="mlp", epochs=40, lr_decay_start=0.5),
