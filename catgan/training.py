@@ -189,18 +189,28 @@ def _silent(line: str) -> None:
 def _joined(group: ProcessGroup | None):
     """Leave the process group (when one was joined) once training ends, however it ends.
 
-    After a normal end every process waits at a barrier before leaving: gloo aborts a process
-    (SIGABRT) whose peer tears its connections down while messages are still on their way. After an
-    error there is no barrier, since a failed peer would never reach it; and a peer that left
-    without one (stopped by a signal during the final evaluation, which only it received) closes
-    the barrier with an error, which changes nothing here: training and its files are complete."""
+    After a normal end, and after a stop (which every process shares, at the same step), every
+    process waits at a barrier before leaving: gloo aborts a process (SIGABRT) whose peer tears its
+    connections down while messages are still on their way. After an error there is no barrier,
+    since a failed peer would never reach it; and a peer that left without one (stopped by a signal
+    during the final evaluation, which only it received) closes the barrier with an error, which
+    changes nothing here: training and its files (or its checkpoint) are complete."""
     try:
         yield
-        if group is not None and torch.distributed.is_initialized():
-            try:
-                torch.distributed.barrier()
-            except RuntimeError:  # DistBackendError and gloo's "connection closed" are RuntimeErrors
-                pass
+    except TrainingStopped:
+        _barrier(group)
+        raise
+    else:
+        _barrier(group)
     finally:
         if group is not None and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def _barrier(group: ProcessGroup | None) -> None:
+    """Wait for the other processes of the group, if there is one; a peer that already left is not an error."""
+    if group is not None and torch.distributed.is_initialized():
+        try:
+            torch.distributed.barrier()
+        except RuntimeError:  # DistBackendError and gloo's "connection closed" are RuntimeErrors
+            pass

@@ -16,7 +16,7 @@ from catgan.config import TrainConfig
 from catgan.distributed import DistributedCatGAN, ProcessGroup, convert_batch_norm, gather
 from catgan.losses import marginal_entropy
 from catgan.models import CatGAN
-from catgan.training import Batch, _joined, discriminator_step, generator_step
+from catgan.training import Batch, TrainingStopped, _joined, discriminator_step, generator_step
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="this torch build has no gloo backend for several CPU processes")
@@ -123,6 +123,23 @@ def _leaver(rank, store, out):
 def test_a_process_whose_peer_left_without_the_barrier_still_ends_cleanly(tmp_path):
     mp.start_processes(_leaver, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=WORLD, start_method="spawn")
     assert [(tmp_path / f"rank{rank}.done").read_text() for rank in range(WORLD)] == ["False", "False"]
+
+
+@pytest.mark.parametrize("ending, barriers", [(None, 1), (TrainingStopped(15, 7, None), 1), (ValueError("failed"), 0)])
+def test_the_group_is_left_after_a_barrier_unless_training_failed(tmp_path, monkeypatch, ending, barriers):
+    """A normal end and a stop (shared by every process) wait for the peers; an error does not (a
+    failed peer would never arrive). The group is left however training ends."""
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    calls = []
+    monkeypatch.setattr(dist, "barrier", lambda *args, **kwargs: calls.append(1))
+    raised = None
+    try:
+        with _joined(ProcessGroup(0, 1, 0)):
+            if ending is not None:
+                raise ending
+    except Exception as error:  # whatever left the block is compared below
+        raised = error
+    assert (raised, len(calls), dist.is_initialized()) == (ending, barriers, False)
 
 
 def test_seeds_of_the_processes_differ_and_repeat():
