@@ -137,7 +137,7 @@ def test_the_group_is_left_after_a_barrier_unless_training_failed(tmp_path, monk
         with _joined(ProcessGroup(0, 1, 0)):
             if ending is not None:
                 raise ending
-    except Exception as error:  # whatever left the block is compared below
+    except (TrainingStopped, ValueError) as error:  # compared below: the ending itself, or nothing
         raised = error
     assert (raised, len(calls), dist.is_initialized()) == (ending, barriers, False)
 
