@@ -15,7 +15,9 @@ For each finished run it records:
   classes D gives generated images at the end of training (does G cover every cluster?);
 - D's marginal entropy on real batches over training (first, middle and last logged values).
 Writes OUT.json (every run) and OUT.md (mean ± sample std over seeds per grid point). Finished
-runs under --runs-dir are read, not trained again (--report-only trains nothing).
+runs under --runs-dir are read, not trained again (--report-only trains nothing); interrupted ones
+resume from their checkpoints. A run's name holds its grid point and seed, not the --set flags:
+give a sweep with other --set flags its own --runs-dir.
 """
 
 from __future__ import annotations
@@ -54,13 +56,27 @@ def run_name(point: dict[str, str], seed: int) -> str:
 
 def command(args, point: dict[str, str], seed: int) -> list[str]:
     flags = ["--dataset", args.dataset, "--labels-per-class", "0", "--epochs", str(args.epochs), "--seed", str(seed),
-             "--out-dir", str(args.runs_dir), "--name", run_name(point, seed), "--no-progress",
-             "--checkpoint-minutes", "0"]
+             "--out-dir", str(args.runs_dir), "--name", run_name(point, seed), "--no-progress"]
     if args.data_dir:
         flags += ["--data-dir", args.data_dir]
     for name, value in [*(item.partition("=")[::2] for item in args.set), *point.items()]:
         flags += [f"--{name.replace('_', '-')}", value]
     return ["catgan", "train", *flags]
+
+
+def next_command(args, point: dict[str, str], seed: int) -> list[str] | None:
+    """What trains the run of ``point`` and ``seed``: nothing when it finished, ``catgan train
+    --resume`` when it was interrupted (a run writes its first checkpoint before its first step)."""
+    run = args.runs_dir / run_name(point, seed)
+    if (run / "summary.json").is_file():
+        return None
+    if (run / "checkpoint.pt").is_file():
+        return ["catgan", "train", "--resume", str(run), "--no-progress"]
+    if run.exists():  # killed before its first checkpoint: nothing to keep
+        from catgan.runs import set_aside
+
+        set_aside(run)
+    return command(args, point, seed)
 
 
 def measure(run: Path, probe: int) -> dict:
@@ -119,10 +135,9 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     while pending or running:
         while pending and len(running) < args.parallel:
-            point, seed = pending.pop(0)
-            if (args.runs_dir / run_name(point, seed) / "summary.json").is_file():
+            argv = next_command(args, *pending.pop(0))
+            if argv is None:
                 continue
-            argv = command(args, point, seed)
             print("$", " ".join(argv), flush=True)
             running.append((argv, subprocess.Popen([sys.executable, "-m", "catgan", *argv[1:]], env=env,
                                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))

@@ -38,6 +38,12 @@ def test_a_sweep_trains_each_point_and_seed_once_and_counts_dead_clusters(tmp_pa
     assert "| marginal_weight=1 | 12 | 2 |" in table and "| marginal_weight=2 | 12 | 2 |" in table
     again = subprocess.run([*argv, "--report-only"], capture_output=True, text=True)  # reads, trains nothing
     assert again.returncode == 0 and "$ catgan" not in again.stdout
+    (runs / "marginal_weight1-seed1" / "summary.json").unlink()  # as if interrupted after its last checkpoint
+    resumed = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [line for line in resumed.stdout.splitlines() if line.startswith("$ ")] == [
+        f"$ catgan train --resume {runs / 'marginal_weight1-seed1'} --no-progress"]
+    assert (runs / "marginal_weight1-seed1" / "summary.json").is_file()
 
 
 def test_the_readme_block_shows_the_progress_bar_once_in_its_last_state():
