@@ -189,12 +189,14 @@ def _silent(line: str) -> None:
 def _joined(group: ProcessGroup | None):
     """Leave the process group (when one was joined) once training ends, however it ends.
 
-    After a normal end, and after a stop (which every process shares, at the same step), every
-    process waits at a barrier before leaving: gloo aborts a process (SIGABRT) whose peer tears its
-    connections down while messages are still on their way. After an error there is no barrier,
-    since a failed peer would never reach it; and a peer that left without one (stopped by a signal
-    during the final evaluation, which only it received) closes the barrier with an error, which
-    changes nothing here: training and its files (or its checkpoint) are complete."""
+    After a normal end and after a stop, every process waits at a barrier before leaving: gloo
+    aborts a process (SIGABRT) whose peer tears its connections down while messages are still on
+    their way. A stop during training is shared, so every process stops at the same step; one during
+    the final evaluation, after the last collective, may reach only some of them, which then meet
+    the others at the same barrier. After an error there is no barrier, since a failed peer would
+    never reach it; and a peer that left without one (failed, or interrupted outside a step) closes
+    the barrier with an error, which changes nothing here: training and its files (or its
+    checkpoint) are complete."""
     try:
         yield
     except TrainingStopped:
