@@ -16,7 +16,8 @@ For each finished run it records:
 - D's marginal entropy on real batches over training (first, middle and last logged values).
 Writes OUT.json (every run) and OUT.md (mean ± sample std over seeds per grid point). Finished
 runs under --runs-dir are read, not trained again (--report-only trains nothing); interrupted ones
-resume from their checkpoints. A run's name holds its grid point and seed, not the --set flags:
+resume from their checkpoints, given the sweep's flags, so that a run started with other settings
+is refused rather than continued. A run's name holds its grid point and seed, not the --set flags:
 give a sweep with other --set flags its own --runs-dir.
 """
 
@@ -54,9 +55,11 @@ def run_name(point: dict[str, str], seed: int) -> str:
     return "-".join([*(f"{k}{v}" for k, v in point.items()), f"seed{seed}"]) or f"seed{seed}"
 
 
-def command(args, point: dict[str, str], seed: int) -> list[str]:
-    flags = ["--dataset", args.dataset, "--labels-per-class", "0", "--epochs", str(args.epochs), "--seed", str(seed),
-             "--out-dir", str(args.runs_dir), "--name", run_name(point, seed), "--no-progress"]
+def command(args, point: dict[str, str], seed: int, resume: Path | None = None) -> list[str]:
+    """The `catgan train` command of one run; with ``resume``, the command that continues it there."""
+    where = ["--resume", str(resume)] if resume else ["--out-dir", str(args.runs_dir), "--name", run_name(point, seed)]
+    flags = [*where, "--dataset", args.dataset, "--labels-per-class", "0", "--epochs", str(args.epochs),
+             "--seed", str(seed), "--no-progress"]
     if args.data_dir:
         flags += ["--data-dir", args.data_dir]
     for name, value in [*(item.partition("=")[::2] for item in args.set), *point.items()]:
@@ -71,7 +74,7 @@ def next_command(args, point: dict[str, str], seed: int) -> list[str] | None:
     if (run / "summary.json").is_file():
         return None
     if (run / "checkpoint.pt").is_file():
-        return ["catgan", "train", "--resume", str(run), "--no-progress"]
+        return command(args, point, seed, resume=run)
     if run.exists():  # killed before its first checkpoint: nothing to keep
         from catgan.runs import set_aside
 
@@ -155,6 +158,8 @@ def main() -> None:
             rows.append({"point": point, "seed": seed, "command": " ".join(command(args, point, seed)),
                          **measure(run, args.probe)})
     write(args, rows, failed, time.perf_counter() - started)
+    if failed:
+        sys.exit(f"clustering_sweep.py: {len(failed)} run(s) failed (listed above and in {args.out.with_suffix('.md')})")
 
 
 def write(args, rows: list[dict], failed: list[str], seconds: float) -> None:

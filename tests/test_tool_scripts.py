@@ -41,9 +41,14 @@ def test_a_sweep_trains_each_point_and_seed_once_and_counts_dead_clusters(tmp_pa
     (runs / "marginal_weight1-seed1" / "summary.json").unlink()  # as if interrupted after its last checkpoint
     resumed = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert resumed.returncode == 0, resumed.stderr
-    assert [line for line in resumed.stdout.splitlines() if line.startswith("$ ")] == [
-        f"$ catgan train --resume {runs / 'marginal_weight1-seed1'} --no-progress"]
+    started = [line for line in resumed.stdout.splitlines() if line.startswith("$ ")]
+    assert len(started) == 1 and started[0].startswith(f"$ catgan train --resume {runs / 'marginal_weight1-seed1'} ")
     assert (runs / "marginal_weight1-seed1" / "summary.json").is_file()
+    (runs / "marginal_weight1-seed0" / "summary.json").unlink()  # a run of other settings is refused, not continued
+    changed = [arg if arg != "d_width=8" else "d_width=16" for arg in argv]
+    refused = subprocess.run(changed, capture_output=True, text=True, check=False)
+    assert refused.returncode == 1 and "d_width (saved 8, asked 16)" in refused.stdout
+    assert not (runs / "marginal_weight1-seed0" / "summary.json").is_file()
 
 
 def test_the_readme_block_shows_the_progress_bar_once_in_its_last_state():
