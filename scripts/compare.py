@@ -101,10 +101,10 @@ def with_vat(labels: int | str) -> Method:
 def extensions(labels: int | str) -> list[Method]:
     """Issue 19's switches beyond the paper, alone and together: feature matching for G (Salimans et
     al. 2016) and virtual adversarial training on D, weight 1 each."""
-    fm = dict(feature_matching=1.0)
+    fm, vat = dict(feature_matching=1.0), with_vat(labels)
     return [Method("CatGAN + feature matching", "catgan-fm", dict(labels_per_class=labels, **fm)),
-            with_vat(labels),
-            Method("CatGAN + feature matching + VAT", "catgan-fm-vat", {**with_vat(labels).options, **fm})]
+            vat,
+            Method("CatGAN + feature matching + VAT", "catgan-fm-vat", {**vat.options, **fm})]
 
 
 def semi_supervised(labels: int | str, plain_cnn: bool = True, with_extensions: bool = False) -> list[Method]:
