@@ -253,12 +253,11 @@ plans it as the "CatGAN + VAT" row; not run yet.
 took the fully connected CatGAN from 2.83 to 1.85% (one thread, beside a fully connected run):
 2.08% at epoch 10 (best 1.97 at epoch 9), behind batch norm at every epoch but the sixth (2.22
 against 2.27; 5.24 against 3.30 after the first, 2.60 against 1.92 after the fifth) and swinging
-more (3.05% at epoch 7). As on
-the fully connected D, the game changes: over the last epoch D is less certain on real images (H(real)
-0.58 nats against 0.18) and far less uncertain on G's (H(fake) 1.08 against 2.05). The convolutional protocols keep batch
-norm. Unlike the fully connected runs, these have no instance noise, and the paper's 0.3 (not
-0.5) on D's hidden layers; the weight-normalised convolutional D was not tried with Improved GAN's
-noise.
+more (3.05% at epoch 7). As on the fully connected D, the game changes: over the last epoch D is
+less certain on real images (H(real) 0.58 nats against 0.18) and far less uncertain on G's
+(H(fake) 1.08 against 2.05). The convolutional protocols keep batch norm. Unlike the fully
+connected runs, these have no instance noise, and the paper's 0.3 (not 0.5) on D's hidden
+layers; the weight-normalised convolutional D was not tried with Improved GAN's noise.
 """
 
 
