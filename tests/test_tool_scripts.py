@@ -1,12 +1,14 @@
 """scripts/clustering_sweep.py, scripts/readme_main_job.py and scripts/equivalence.py: the parts
-that decide what they report."""
+that decide what they report; and the README's figures, which come from the tables they write."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 import clustering_sweep  # noqa: E402
@@ -56,6 +58,18 @@ def test_the_readme_block_shows_the_progress_bar_once_in_its_last_state():
     shown = readme_main_job.as_shown("digits: ...\nrun directory: r\ntest error: 1.00%\nwrote r\n", stderr)
     assert shown == ["digits: ...", "run directory: r", "train digits: 100%|xx| 3/3", "warning: w",
                      "test error: 1.00%", "wrote r"]
+
+
+def test_every_measured_figure_in_the_readme_is_in_a_committed_results_table():
+    """Figures of the form "1.52 ± 0.08" or "53.08%" in the README are copied from a table a script
+    wrote under results/ (published anchors are listed there too); a figure found in none of them was
+    typed by hand or left behind when its table was regenerated."""
+    readme = (ROOT / "README.md").read_text()
+    tables = "\n".join(path.read_text() for path in (ROOT / "results").rglob("*.md"))
+    figures = set(re.findall(r"\d+\.\d+ ± \d+\.\d+", readme))
+    figures |= {share[:-1] for share in re.findall(r"(?<![\d.])\d+\.\d+%", readme)}
+    assert len(figures) > 20, "the README's results should hold its tables' figures"
+    assert sorted(f for f in figures if f not in tables) == []
 
 
 def test_equivalence_names_each_difference():
