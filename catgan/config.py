@@ -16,14 +16,15 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 __all__ = [
-    "ARCHITECTURES", "COMPILE_MODES", "CatGANError", "TrainConfig", "DATASETS", "DEFAULT_EPOCHS", "D_NORMS", "GROUPS",
-    "METHODS", "PRECISIONS", "describe", "option",
+    "ARCHITECTURES", "COMPILE_MODES", "CatGANError", "TrainConfig", "DATASETS", "DEFAULT_EPOCHS", "D_LAYOUTS",
+    "D_NORMS", "GROUPS", "METHODS", "PRECISIONS", "describe", "option",
 ]
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn", "folder", "arrays")
 METHODS = ("catgan", "supervised", "cnn")
 ARCHITECTURES = ("conv", "mlp")
 D_NORMS = ("batch", "weight")
+D_LAYOUTS = ("strided", "paper")
 LATENT_DISTRIBUTIONS = ("gaussian", "uniform")
 NOISE_SCHEDULES = ("linear", "constant")
 ON_NAN = ("stop", "restart")
@@ -192,6 +193,9 @@ class TrainConfig:
     d_norm: str = option("batch", "how D's layers are normalised: batch (batch norm after every hidden layer) or "
                          "weight (each weight vector of norm g, learnt; biases; no batch statistics: the D of "
                          "Salimans et al. 2016)", "model", choices=D_NORMS)
+    d_layout: str = option("strided", "conv: D's layers; strided: a 3x3 convolution, then 3x3 stride-2 ones down "
+                           "to 4 pixels; paper: Springenberg 2016's MNIST D (5x5 conv, max-pools, 3x3 convs, a "
+                           "1x1 conv to 10 maps), widths from d_width", "model", choices=D_LAYOUTS)
     instance_noise: float = option(0.0, "std of Gaussian noise added to every image D trains on, real and "
                                    "generated", "practices", NON_NEGATIVE)
     instance_noise_schedule: str = option("linear", "linear: the instance noise falls to 0 over the schedule; "
@@ -249,6 +253,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             _check(field, getattr(self, field.name))
+        if self.architecture == "mlp" and self.d_layout != "strided":
+            raise CatGANError(f"d_layout {self.d_layout!r} lays out a convolutional D; the mlp architecture has none")
         if self.method == "supervised":
             if self.labels_per_class == 0:
                 raise CatGANError("the supervised method needs labels: labels_per_class must be at least 1")

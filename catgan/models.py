@@ -166,6 +166,39 @@ def _dense_layer(n_in: int, n_out: int, noise_std: float, norm: str = "batch") -
     ]
 
 
+def _conv_layer(c_in: int, c_out: int, kernel: int, stride: int, noise_std: float, norm: str) -> list[nn.Module]:
+    """A convolutional layer of D, padded to keep the size at stride 1 (to halve it, rounding up, at
+    stride 2): convolution (a bias only without batch norm), batch norm (with ``norm="batch"``),
+    LeakyReLU(0.2) and Gaussian noise."""
+    return [
+        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=norm != "batch"),
+        *_normalisation(c_out, norm, spatial=True),
+        nn.LeakyReLU(0.2, inplace=True),
+        GaussianNoise(noise_std),
+    ]
+
+
+PAPER_MAPS = 10  # channels of the paper's last (1x1) convolution
+
+
+def _paper_convs(channels: int, width: int, noise_std: float, norm: str) -> tuple[list[nn.Module], int]:
+    """The convolutions of Springenberg (2016)'s MNIST discriminator, widths in units of ``width``
+    (32 gives the paper's): 5x5 conv w, 3x3 max-pool stride 2, 3x3 conv 2w, 3x3 conv 2w, 3x3 max-pool
+    stride 2, 3x3 conv 4w, 1x1 conv 10; each convolution with our normalisation, LeakyReLU and
+    noise. The pools halve the size, rounding up. The paper's table was not at hand when this was
+    written: the layout is the one three public reimplementations agree on, and the dense layer
+    that follows is D's usual feature layer (128 units by default, as theirs). Returns the layers,
+    (B, C, H, W) -> (B, 10, ceil(ceil(H/2)/2), ...), and their output channels."""
+    layers = [
+        *_conv_layer(channels, width, 5, 1, noise_std, norm), nn.MaxPool2d(3, stride=2, padding=1),  # (B, w, H/2, W/2)
+        *_conv_layer(width, 2 * width, 3, 1, noise_std, norm),
+        *_conv_layer(2 * width, 2 * width, 3, 1, noise_std, norm), nn.MaxPool2d(3, stride=2, padding=1),
+        *_conv_layer(2 * width, 4 * width, 3, 1, noise_std, norm),  # (B, 4w, H/4, W/4)
+        *_conv_layer(4 * width, PAPER_MAPS, 1, 1, noise_std, norm),  # (B, 10, H/4, W/4)
+    ]
+    return layers, PAPER_MAPS
+
+
 class Discriminator(nn.Module):
     """A K-way convolutional classifier: images (B, C, H, W) -> logits (B, K).
 
@@ -179,6 +212,9 @@ class Discriminator(nn.Module):
             while training (0 turns it off).
         norm: ``"batch"`` (batch norm after every hidden layer) or ``"weight"`` (weight-normalised
             layers with biases, no batch norm).
+        layout: ``"strided"``: a 3x3 convolution, then 3x3 stride-2 convolutions halving the
+            image down to 4 pixels or fewer (the DCGAN way); ``"paper"``: the layout of Springenberg
+            (2016)'s MNIST discriminator, see `_paper_convs`.
     """
 
     def __init__(
@@ -189,28 +225,23 @@ class Discriminator(nn.Module):
         feature_dim: int = 128,
         noise_std: float = 0.3,
         norm: str = "batch",
+        layout: str = "strided",
     ) -> None:
         super().__init__()
         channels, height, width_px = image_shape
-        stages = num_stages(height, width_px)
-        final_h, final_w = halving_sizes(height, stages)[-1], halving_sizes(width_px, stages)[-1]
-        layers: list[nn.Module] = [
-            nn.Conv2d(channels, width, 3, stride=1, padding=1, bias=norm != "batch"),  # (B, w, H, W)
-            *_normalisation(width, norm, spatial=True),
-            nn.LeakyReLU(0.2, inplace=True),
-            GaussianNoise(noise_std),
-        ]
-        c_in = width
-        for stage in range(stages):
-            c_out = width * 2**stage
-            layers += [
+        if layout == "paper":
+            layers, c_in = _paper_convs(channels, width, noise_std, norm)
+            final_h, final_w = (halving_sizes(size, 2)[-1] for size in (height, width_px))
+        else:
+            stages = num_stages(height, width_px)
+            final_h, final_w = halving_sizes(height, stages)[-1], halving_sizes(width_px, stages)[-1]
+            layers = _conv_layer(channels, width, 3, 1, noise_std, norm)  # (B, w, H, W)
+            c_in = width
+            for stage in range(stages):
+                c_out = width * 2**stage
                 # 3x3, stride 2, padding 1 halves the size, rounding up: (B, c_out, ceil(H/2), ...)
-                nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=norm != "batch"),
-                *_normalisation(c_out, norm, spatial=True),
-                nn.LeakyReLU(0.2, inplace=True),
-                GaussianNoise(noise_std),
-            ]
-            c_in = c_out
+                layers += _conv_layer(c_in, c_out, 3, 2, noise_std, norm)
+                c_in = c_out
         self.convs = nn.Sequential(*layers)  # (B, c_in, final_h, final_w)
         self.features = nn.Sequential(
             nn.Flatten(),  # (B, c_in * final_h * final_w)
@@ -447,7 +478,8 @@ class CatGAN(nn.Module):
         else:
             self.generator = Generator(image_shape, config.latent_dim, config.g_width)
             self.discriminator = Discriminator(
-                image_shape, num_clusters, config.d_width, config.feature_dim, config.d_noise, config.d_norm
+                image_shape, num_clusters, config.d_width, config.feature_dim, config.d_noise, config.d_norm,
+                config.d_layout,
             )
 
     @property

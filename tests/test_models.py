@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from catgan.config import TrainConfig
+from catgan.config import CatGANError, TrainConfig
 from catgan.models import (
     CatGAN,
     Discriminator,
@@ -59,6 +59,28 @@ def test_dcgan_building_blocks():
     assert sum(isinstance(m, GaussianNoise) for m in discriminator.modules()) == 5  # every hidden layer
     generator = Generator((1, 28, 28), width=16)
     assert sum(isinstance(m, nn.ConvTranspose2d) for m in generator.modules()) == 3
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("norm", ["batch", "weight"])
+def test_the_paper_layout_pools_twice_and_ends_in_ten_maps(shape, norm):
+    discriminator = Discriminator(shape, 20, width=8, feature_dim=24, norm=norm, layout="paper")
+    logits, features = discriminator(torch.rand(5, *shape) * 2 - 1, return_features=True)
+    assert logits.shape == (5, 20) and features.shape == (5, 24)
+    convs = [m for m in discriminator.modules() if isinstance(m, nn.Conv2d)]
+    assert [(m.kernel_size[0], m.out_channels) for m in convs] == [(5, 8), (3, 16), (3, 16), (3, 32), (1, 10)]
+    assert all(m.stride == (1, 1) for m in convs)
+    assert sum(isinstance(m, nn.MaxPool2d) for m in discriminator.modules()) == 2
+    assert sum(isinstance(m, GaussianNoise) for m in discriminator.modules()) == 6  # every hidden layer
+    height, width = (((size + 1) // 2 + 1) // 2 for size in shape[1:])
+    assert discriminator.features[1].in_features == 10 * height * width
+
+
+def test_the_paper_layout_is_a_conv_option_only():
+    assert isinstance(CatGAN(TrainConfig(d_layout="paper", d_width=8), (1, 8, 8), 10).discriminator.convs[4],
+                      nn.MaxPool2d)
+    with pytest.raises(CatGANError, match="d_layout 'paper' lays out a convolutional D"):
+        TrainConfig(architecture="mlp", d_layout="paper")
 
 
 def test_weights_are_drawn_from_n_0_002():
