@@ -217,6 +217,12 @@ class TrainConfig:
     vat_epsilon: float = option(0.1, "size of that perturbation, as its root mean square per pixel value on the "
                                 "[-1, 1] image scale (0: D's own noise is the only perturbation)", "practices",
                                 NON_NEGATIVE)
+    augment_weight: float = option(0.0, "weight of augmentation consistency in D's loss: KL(p(y|x) || p(y|T x)) on "
+                                   "real images, T a random translation (IMSAT's self-augmented training, Hu et "
+                                   "al. 2017, with translations); 0: off", "practices", NON_NEGATIVE)
+    augment_shift: float = option(0.075, "largest translation of that term, as a share of the image side, at "
+                                  "least one pixel (0.075: 2 pixels on MNIST, 1 on digits)", "practices",
+                                  (lambda v: _is_number(v) and 0 < v < 0.5, "be in (0, 0.5)"))
     ema_decay: float = option(0.0, "evaluate with an exponential moving average of D's weights (0: off; e.g. "
                               "0.999)", "practices", SHARE)
     seed: int = option(0, "seed of the labelled subset, initialisation, batches and noise", "schedule", SEED)
@@ -260,7 +266,7 @@ class TrainConfig:
                 raise CatGANError("the supervised method needs labels: labels_per_class must be at least 1")
             # no generator is trained, and no unlabelled image is seen: these switches would do nothing
             gan_only = {"d_steps": 1, "g_steps": 1, "lr_g": None, "feature_matching": 0.0, "joint_batches": False,
-                        "vat_weight": 0.0}
+                        "vat_weight": 0.0, "augment_weight": 0.0}
             changed = [name for name, default in gan_only.items() if getattr(self, name) != default]
             if changed:
                 raise CatGANError(f"the supervised method trains no generator and reads no unlabelled image; drop "

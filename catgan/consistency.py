@@ -1,6 +1,14 @@
-"""Virtual adversarial training: a consistency term that makes D's prediction smooth around each
-real image (Miyato et al., "Virtual Adversarial Training", TPAMI 2018; IMSAT, Hu et al. 2017,
-uses it for clustering). Beyond the paper: off unless `vat_weight` is set.
+"""Consistency terms on D, beyond the paper: D's prediction on a real image should not change when
+the image changes a little. Two ways, each off unless its weight is set:
+
+- virtual adversarial training (`vat_weight`): the change is the small perturbation that moves D's
+  prediction most (Miyato et al., "Virtual Adversarial Training", TPAMI 2018; IMSAT, Hu et al.
+  2017, uses it for clustering);
+- augmentation consistency (`augment_weight`): the change is a random translation by a few pixels,
+  an augmentation that keeps the class (IMSAT's self-augmented training with a random
+  augmentation in place of the adversarial one), `augmentation_consistency_loss`.
+
+Virtual adversarial training in detail:
 
 For a batch of real images x with D's class probabilities p(y|x), the term is
 
@@ -32,7 +40,8 @@ from torch import Tensor, nn
 
 from catgan.models import GaussianNoise, frozen_batchnorm_statistics
 
-__all__ = ["adversarial_direction", "virtual_adversarial_loss", "without_noise"]
+__all__ = ["adversarial_direction", "augmentation_consistency_loss", "shift_in_pixels", "translate",
+           "virtual_adversarial_loss", "without_noise"]
 
 XI = 1e-3  # RMS per value of the power iteration's probe
 
@@ -112,3 +121,41 @@ def virtual_adversarial_loss(
     with autocast(), frozen_batchnorm_statistics(discriminator):
         logits_perturbed = discriminator(x)
     return _kl(log_p, logits_perturbed.float())
+
+
+def translate(x: Tensor, shift: int, generator: torch.Generator | None = None) -> Tensor:
+    """Each image of ``x`` (B, C, H, W) moved by its own random whole number of pixels in
+    [-shift, shift] along each axis, the border pixels repeated into the space it leaves; the
+    moves are drawn from ``generator`` (None: torch's global generator)."""
+    if shift == 0:
+        return x
+    b, c, h, w = x.shape
+    padded = F.pad(x, (shift, shift, shift, shift), mode="replicate")  # (B, C, H + 2s, W + 2s)
+    dy, dx = torch.randint(0, 2 * shift + 1, (2, b, 1), generator=generator).to(x.device)
+    rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
+    cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
+    images = torch.arange(b, device=x.device)[:, None, None, None]
+    channels = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[images, channels, rows, cols]  # (B, C, H, W)
+
+
+def shift_in_pixels(share: float, image_shape: tuple[int, ...]) -> int:
+    """The largest translation for ``share`` of the longer image side: at least one pixel, none for 0."""
+    return max(1, round(share * max(image_shape[-2:]))) if share > 0 else 0
+
+
+def augmentation_consistency_loss(
+    discriminator: nn.Module,
+    x: Tensor,
+    logits: Tensor,
+    shift: int,
+    autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+) -> Tensor:
+    """The consistency term for real images ``x`` whose logits under D (as it trains) are
+    ``logits``: mean KL(p(y|x) || p(y|T x)), T moving each image by up to ``shift`` pixels
+    (`translate`). D's noise stays on, its batch-norm running statistics untouched; gradients
+    reach D's parameters through the moved images' pass only."""
+    log_p = F.log_softmax(logits.detach().float(), dim=1)
+    with autocast(), frozen_batchnorm_statistics(discriminator):
+        logits_moved = discriminator(translate(x.detach(), shift))
+    return _kl(log_p, logits_moved.float())

@@ -39,13 +39,14 @@ from torch import Tensor
 
 from catgan import runs
 from catgan.config import CatGANError, TrainConfig
+from catgan.consistency import shift_in_pixels, translate
 from catgan.data import ImageData
 from catgan.evaluation import evaluate, predict_logits
 from catgan.models import CatGAN, PlainCNN
 from catgan.state import networks_state, on_cpu, run_facts
 from catgan.trainer import Stop, TrainingStopped
 
-__all__ = ["RECIPE", "Recipe", "augment", "cross_validate", "fit", "number_of_folds", "train_run", "translate"]
+__all__ = ["RECIPE", "Recipe", "augment", "cross_validate", "fit", "number_of_folds", "train_run"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,29 +73,13 @@ class Recipe:
 RECIPE = Recipe()  # what ``catgan train --method cnn`` trains with
 
 
-def translate(x: Tensor, shift: int, generator: torch.Generator) -> Tensor:
-    """Each image of ``x`` (B, C, H, W) moved by its own random whole number of pixels in
-    [-shift, shift] along each axis, the border pixels repeated into the space it leaves."""
-    if shift == 0:
-        return x
-    b, c, h, w = x.shape
-    padded = F.pad(x, (shift, shift, shift, shift), mode="replicate")  # (B, C, H + 2s, W + 2s)
-    dy, dx = torch.randint(0, 2 * shift + 1, (2, b, 1), generator=generator).to(x.device)
-    rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
-    cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
-    images = torch.arange(b, device=x.device)[:, None, None, None]
-    channels = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[images, channels, rows, cols]  # (B, C, H, W)
-
-
 def augment(x: Tensor, recipe: Recipe, generator: torch.Generator) -> Tensor:
     """The images ``x`` (B, C, H, W) as training sees them: with ``recipe.rotation`` and
     ``recipe.scale`` 0, each moved by whole pixels (`translate`); otherwise each rotated, resized
     and moved by its own random amounts (bilinear, border pixels repeated); then
     ``recipe.input_noise`` added."""
     if recipe.rotation == 0 and recipe.scale == 0:
-        shift = max(1, round(recipe.shift * max(x.shape[-2:]))) if recipe.shift > 0 else 0
-        x = translate(x, shift, generator)
+        x = translate(x, shift_in_pixels(recipe.shift, x.shape), generator)
     else:
         u = (torch.rand(len(x), 4, generator=generator) * 2 - 1).to(x)  # (B, 4) in [-1, 1)
         angle, size = u[:, 0] * math.radians(recipe.rotation), 1 + u[:, 1] * recipe.scale

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from catgan.consistency import virtual_adversarial_loss
+from catgan.consistency import augmentation_consistency_loss, shift_in_pixels, virtual_adversarial_loss
 from catgan.diagnostics import class_histogram, gradient_norm
 from catgan.losses import discriminator_terms, generator_terms
 from catgan.models import CatGAN, frozen_batchnorm_statistics
@@ -47,6 +47,8 @@ class Practices(NamedTuple):
     marginal_weight: float = 1.0  # of H[p_bar_real] in D's loss (an objective weight; 1 is the paper's)
     vat_weight: float = 0.0  # of the virtual adversarial term in D's loss (`catgan.consistency`)
     vat_epsilon: float = 0.1  # its perturbation's RMS per pixel value
+    augment_weight: float = 0.0  # of the augmentation-consistency term in D's loss (`catgan.consistency`)
+    augment_shift: float = 0.075  # its largest translation, as a share of the image side
 
 
 def discriminator_step(
@@ -64,7 +66,8 @@ def discriminator_step(
     another with D's batch-norm running statistics left unchanged; with ``joint_batches`` all go
     through in one batch, whose statistics (and running averages) then mix real and generated
     images. With ``vat_weight`` > 0, D's loss also holds that weight times the virtual adversarial
-    term on the real images (`catgan.consistency`), returned as ``vat``. Returns the loss terms of `catgan.losses.discriminator_loss` as detached tensors, plus
+    term on the real images (`catgan.consistency`), returned as ``vat``; with ``augment_weight`` > 0,
+    that weight times the augmentation-consistency term, returned as ``augment``. Returns the loss terms of `catgan.losses.discriminator_loss` as detached tensors, plus
     ``grad_norm`` (of D's gradients) and ``accuracy_lab`` (D's accuracy on the labelled batch,
     against the true labels) when there is one.
 
@@ -101,6 +104,11 @@ def discriminator_step(
         terms["vat"] = virtual_adversarial_loss(discriminator, x_real, logits_all_real, practices.vat_epsilon, autocast)
         loss = loss + practices.vat_weight * terms["vat"]
         terms["vat"], terms["loss_d"] = terms["vat"].detach(), loss.detach()
+    if practices.augment_weight > 0:
+        shift = shift_in_pixels(practices.augment_shift, x_real.shape)
+        terms["augment"] = augmentation_consistency_loss(discriminator, x_real, logits_all_real, shift, autocast)
+        loss = loss + practices.augment_weight * terms["augment"]
+        terms["augment"], terms["loss_d"] = terms["augment"].detach(), loss.detach()
     terms["grad_norm"] = _update(optimizer, loss, discriminator)
     if logits_lab is not None:
         terms["accuracy_lab"] = _accuracy(logits_lab, y_true)

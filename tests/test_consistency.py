@@ -1,11 +1,19 @@
-"""Virtual adversarial training (`catgan.consistency`): the direction it finds, the term, and its place in D's step."""
+"""The consistency terms (`catgan.consistency`): virtual adversarial training (the direction it
+finds, the term), augmentation consistency (the translations, the term), and their place in D's step."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from catgan.config import TrainConfig
-from catgan.consistency import adversarial_direction, virtual_adversarial_loss, without_noise
+from catgan.consistency import (
+    adversarial_direction,
+    augmentation_consistency_loss,
+    shift_in_pixels,
+    translate,
+    virtual_adversarial_loss,
+    without_noise,
+)
 from catgan.models import CatGAN
 from catgan.training import Batch, Practices, discriminator_step, make_optimizers
 
@@ -101,20 +109,22 @@ def test_the_term_trains_d_through_the_perturbed_pass_only():
     assert logits_leaf.grad is None
 
 
-def test_d_step_adds_the_weighted_term_and_leaves_the_default_step_unchanged():
+@pytest.mark.parametrize("term, switch", [("vat", dict(vat_weight=2.0, vat_epsilon=0.1)),
+                                          ("augment", dict(augment_weight=2.0))])
+def test_d_step_adds_the_weighted_term_and_leaves_the_default_step_unchanged(term, switch):
     batch = Batch(None, None, _images())
     results = {}
-    for weight in (0.0, 2.0):
+    for weight, practices in ((0.0, Practices()), (2.0, Practices(**switch))):
         config, model = _model()
         opt_d, _ = make_optimizers(model, config)
         torch.manual_seed(5)
-        terms = discriminator_step(model, opt_d, batch, lam=1.0, practices=Practices(vat_weight=weight, vat_epsilon=0.1))
+        terms = discriminator_step(model, opt_d, batch, lam=1.0, practices=practices)
         results[weight] = terms, model.discriminator.convs[0].weight.detach().clone()
     plain, weighted = results[0.0][0], results[2.0][0]
-    assert "vat" not in plain and weighted["vat"] > 0
+    assert term not in plain and weighted[term] > 0
     entropies = (-weighted["marginal_entropy_real"] + weighted["conditional_entropy_real"]
                  - weighted["conditional_entropy_fake"])
-    assert weighted["loss_d"] == pytest.approx(float(entropies + 2.0 * weighted["vat"]), rel=1e-5)
+    assert weighted["loss_d"] == pytest.approx(float(entropies + 2.0 * weighted[term]), rel=1e-5)
     assert not torch.equal(results[0.0][1], results[2.0][1])
     # with the term off, the step draws nothing extra: the same seed gives the same update as before
     config, model = _model()
@@ -124,15 +134,55 @@ def test_d_step_adds_the_weighted_term_and_leaves_the_default_step_unchanged():
     assert torch.equal(model.discriminator.convs[0].weight, results[0.0][1])
 
 
-def test_the_vat_flags_reach_the_configuration():
+def test_translate_moves_every_image_by_at_most_the_shift_and_keeps_it_whole():
+    x = torch.full((64, 2, 9, 9), -1.0)
+    x[:, :, 4, 4] = 1.0  # one bright pixel in the middle, far from the border
+    moved = translate(x, 2, torch.Generator().manual_seed(0))
+    assert moved.shape == x.shape
+    assert torch.equal(moved[:, 0], moved[:, 1])  # one move per image, for all its channels
+    for image in moved[:, 0]:
+        rows, cols = torch.nonzero(image > 0, as_tuple=True)
+        assert len(rows) == 1 and abs(int(rows[0]) - 4) <= 2 and abs(int(cols[0]) - 4) <= 2
+    offsets = {(int(r), int(c)) for r, c in (torch.nonzero(moved[:, 0] > 0)[:, 1:]).tolist()}
+    assert len(offsets) > 10  # the images move differently
+    assert torch.equal(translate(x, 0, torch.Generator()), x)
+
+
+def test_the_translation_is_a_share_of_the_image_side_and_at_least_a_pixel():
+    assert shift_in_pixels(0.075, (1, 28, 28)) == 2 and shift_in_pixels(0.075, (1, 8, 8)) == 1
+    assert shift_in_pixels(0.1, (3, 32, 16)) == 3 and shift_in_pixels(0.0, (1, 28, 28)) == 0
+
+
+def test_the_augmentation_term_sees_moved_images_and_trains_d_through_them_only():
+    _, model = _model()
+    d, x = model.discriminator, _images()
+    d.train()
+    flat = torch.full_like(x, 0.5)  # moving a uniform image leaves it as it was
+    with without_noise(d):
+        assert augmentation_consistency_loss(d, flat, d(flat), shift=1).item() == pytest.approx(0.0, abs=1e-6)
+        assert augmentation_consistency_loss(d, x, d(x), shift=1).item() > 1e-4
+    norm = d.convs[1]
+    logits = d(x).detach().requires_grad_(True)
+    before = norm.running_mean.clone()
+    augmentation_consistency_loss(d, x, logits, shift=1).backward()
+    assert torch.equal(norm.running_mean, before)  # batch-norm running statistics untouched
+    assert logits.grad is None and all(p.grad is not None for p in d.parameters())
+
+
+def test_the_consistency_flags_reach_the_configuration():
     from catgan.cli import _build_parser
 
-    args = _build_parser().parse_args(["train", "--vat-weight", "1", "--vat-epsilon", "0.2"])
-    assert (args.vat_weight, args.vat_epsilon) == (1.0, 0.2)
+    args = _build_parser().parse_args(["train", "--vat-weight", "1", "--vat-epsilon", "0.2", "--augment-weight", "2",
+                                       "--augment-shift", "0.1"])
+    assert (args.vat_weight, args.vat_epsilon, args.augment_weight, args.augment_shift) == (1.0, 0.2, 2.0, 0.1)
     with pytest.raises(ValueError, match="vat_weight"):
         TrainConfig(vat_weight=-1)
+    with pytest.raises(ValueError, match="augment_shift must be in"):
+        TrainConfig(augment_shift=0.5)
 
 
-def test_the_supervised_method_refuses_vat():
+def test_the_supervised_method_refuses_the_consistency_terms():
     with pytest.raises(ValueError, match="reads no unlabelled image; drop vat_weight"):
         TrainConfig(method="supervised", vat_weight=1.0)
+    with pytest.raises(ValueError, match="reads no unlabelled image; drop augment_weight"):
+        TrainConfig(method="supervised", augment_weight=1.0)

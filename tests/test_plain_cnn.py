@@ -12,7 +12,7 @@ from catgan import plain_cnn
 from catgan.cli import main
 from catgan.config import CatGANError, TrainConfig
 from catgan.models import PlainCNN
-from catgan.plain_cnn import Recipe, augment, cross_validate, fit, translate
+from catgan.plain_cnn import Recipe, augment, cross_validate, fit
 
 TINY = Recipe(folds=2, max_epochs=3, patience=1, weight_decays=(0.01,), dropouts=(0.25, 0.5))
 
@@ -34,20 +34,6 @@ def test_the_network_takes_any_image_size_and_returns_logits_and_features(shape)
     logits, features = network(torch.randn(3, *shape), return_features=True)
     assert logits.shape == (3, 4) and features.shape == (3, 32)
     assert network.image_shape == shape and network.num_classes == 4
-
-
-def test_translate_moves_every_image_by_at_most_the_shift_and_keeps_it_whole():
-    x = torch.full((64, 2, 9, 9), -1.0)
-    x[:, :, 4, 4] = 1.0  # one bright pixel in the middle, far from the border
-    moved = translate(x, 2, torch.Generator().manual_seed(0))
-    assert moved.shape == x.shape
-    assert torch.equal(moved[:, 0], moved[:, 1])  # one move per image, for all its channels
-    for image in moved[:, 0]:
-        rows, cols = torch.nonzero(image > 0, as_tuple=True)
-        assert len(rows) == 1 and abs(int(rows[0]) - 4) <= 2 and abs(int(cols[0]) - 4) <= 2
-    offsets = {(int(r), int(c)) for r, c in (torch.nonzero(moved[:, 0] > 0)[:, 1:]).tolist()}
-    assert len(offsets) > 10  # the images move differently
-    assert torch.equal(translate(x, 0, torch.Generator()), x)
 
 
 def test_affine_augmentation_moves_images_within_its_bounds_and_adds_the_noise_asked():
