@@ -42,6 +42,9 @@ VARIANTS = {
     # maps), against d32-g16-15ep's 10th epoch (2.04%) and, with VAT, d32-g16-10ep-vat (1.78%)
     "d32-g16-10ep-paper": dict(d_width=32, g_width=16, epochs=10, d_layout="paper"),
     "d32-g16-10ep-vat-paper": dict(d_width=32, g_width=16, epochs=10, vat_weight=1.0, d_layout="paper"),
+    # augmentation consistency on D (`--augment-weight`: p(y|x) kept under translations of up to 2
+    # pixels), against the same two; it uses the image's layout, so it has no place in the PI rows
+    "d32-g16-10ep-augment": dict(d_width=32, g_width=16, epochs=10, augment_weight=1.0),
     # the permutation-invariant networks (issue 19's mnist-100-pi): far cheaper steps, so longer schedules
     "pi-40ep": dict(architecture="mlp", epochs=40),
     "pi-40ep-decay": dict(architecture="mlp", epochs=40, lr_decay_start=0.5),
