@@ -220,7 +220,7 @@ class TrainConfig:
     augment_weight: float = option(0.0, "weight of augmentation consistency in D's loss: KL(p(y|x) || p(y|T x)) on "
                                    "real images, T a random translation (IMSAT's self-augmented training, Hu et "
                                    "al. 2017, with translations); 0: off", "practices", NON_NEGATIVE)
-    augment_shift: float = option(0.075, "largest translation of that term, as a share of the image side, at "
+    augment_shift: float = option(0.075, "largest translation of that term, as a share of the longer image side, at "
                                   "least one pixel (0.075: 2 pixels on MNIST, 1 on digits)", "practices",
                                   (lambda v: _is_number(v) and 0 < v < 0.5, "be in (0, 0.5)"))
     ema_decay: float = option(0.0, "evaluate with an exponential moving average of D's weights (0: off; e.g. "
@@ -261,6 +261,9 @@ class TrainConfig:
             _check(field, getattr(self, field.name))
         if self.architecture == "mlp" and self.d_layout != "strided":
             raise CatGANError(f"d_layout {self.d_layout!r} lays out a convolutional D; the mlp architecture has none")
+        if self.architecture == "mlp" and self.augment_weight > 0:
+            raise CatGANError("augment_weight translates images, which the mlp architecture reads as flat vectors "
+                              "(permutation-invariant, or feature rows); use vat_weight")
         if self.method == "supervised":
             if self.labels_per_class == 0:
                 raise CatGANError("the supervised method needs labels: labels_per_class must be at least 1")

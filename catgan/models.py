@@ -5,6 +5,9 @@ convolutions up in G, batch normalisation, LeakyReLU(0.2) in D, ReLU and a tanh 
 weights drawn from N(0, 0.02). D adds Gaussian noise to its hidden activations while training,
 as CatGAN does (Springenberg, ICLR 2016, Sec. 3.4).
 
+The convolutional D can also take the layout of the paper's MNIST discriminator (`_paper_convs`:
+max-pools in place of strided convolutions).
+
 Both networks are built from the image shape (C, H, W) and a width. The spatial sizes are halved
 (rounding up) until they reach 4 or less: 8 -> 4 for scikit-learn's digits, 28 -> 14 -> 7 -> 4
 for MNIST-like images, 32 -> 16 -> 8 -> 4 for colour images. The generator walks the same sizes
@@ -229,6 +232,8 @@ class Discriminator(nn.Module):
     ) -> None:
         super().__init__()
         channels, height, width_px = image_shape
+        if layout not in ("strided", "paper"):
+            raise ValueError(f"unknown layout {layout!r}; choose strided or paper")
         if layout == "paper":
             layers, c_in = _paper_convs(channels, width, noise_std, norm)
             final_h, final_w = (halving_sizes(size, 2)[-1] for size in (height, width_px))

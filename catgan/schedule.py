@@ -47,10 +47,7 @@ class Schedule:
         self.config = config
         self.steps_per_epoch = steps_per_epoch
         self.total = config.epochs * steps_per_epoch
-        self.practices_fixed = Practices(config.instance_noise, config.label_smoothing, config.label_noise,
-                                         config.joint_batches, config.feature_matching, config.marginal_weight,
-                                         config.vat_weight, config.vat_epsilon, config.augment_weight,
-                                         config.augment_shift)
+        self.practices_fixed = Practices(**{name: getattr(config, name) for name in Practices._fields})
 
     def epoch(self, step: int) -> int:
         """The 1-based epoch that step ``step`` (0-based) belongs to."""

@@ -48,7 +48,7 @@ class Practices(NamedTuple):
     vat_weight: float = 0.0  # of the virtual adversarial term in D's loss (`catgan.consistency`)
     vat_epsilon: float = 0.1  # its perturbation's RMS per pixel value
     augment_weight: float = 0.0  # of the augmentation-consistency term in D's loss (`catgan.consistency`)
-    augment_shift: float = 0.075  # its largest translation, as a share of the image side
+    augment_shift: float = 0.075  # its largest translation, as a share of the longer image side
 
 
 def discriminator_step(

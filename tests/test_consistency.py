@@ -110,11 +110,12 @@ def test_the_term_trains_d_through_the_perturbed_pass_only():
 
 
 @pytest.mark.parametrize("term, switch", [("vat", dict(vat_weight=2.0, vat_epsilon=0.1)),
-                                          ("augment", dict(augment_weight=2.0))])
+                                          ("augment", dict(augment_weight=2.0, augment_shift=0.2))])
 def test_d_step_adds_the_weighted_term_and_leaves_the_default_step_unchanged(term, switch):
     batch = Batch(None, None, _images())
     results = {}
-    for weight, practices in ((0.0, Practices()), (2.0, Practices(**switch))):
+    off = Practices(**switch)._replace(**{f"{term}_weight": 0.0})  # the term's other setting kept
+    for weight, practices in ((0.0, off), (2.0, Practices(**switch))):
         config, model = _model()
         opt_d, _ = make_optimizers(model, config)
         torch.manual_seed(5)
@@ -179,6 +180,8 @@ def test_the_consistency_flags_reach_the_configuration():
         TrainConfig(vat_weight=-1)
     with pytest.raises(ValueError, match="augment_shift must be in"):
         TrainConfig(augment_shift=0.5)
+    with pytest.raises(ValueError, match="augment_weight translates images, which the mlp architecture reads"):
+        TrainConfig(architecture="mlp", augment_weight=1.0)
 
 
 def test_the_supervised_method_refuses_the_consistency_terms():
