@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from catgan.config import CatGANError
+from catgan.config import D_LAYOUTS, CatGANError
 
 if TYPE_CHECKING:
     from catgan.config import TrainConfig
@@ -232,8 +232,8 @@ class Discriminator(nn.Module):
     ) -> None:
         super().__init__()
         channels, height, width_px = image_shape
-        if layout not in ("strided", "paper"):
-            raise ValueError(f"unknown layout {layout!r}; choose strided or paper")
+        if layout not in D_LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; choose {' or '.join(D_LAYOUTS)}")
         if layout == "paper":
             layers, c_in = _paper_convs(channels, width, noise_std, norm)
             final_h, final_w = (halving_sizes(size, 2)[-1] for size in (height, width_px))

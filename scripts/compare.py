@@ -114,12 +114,11 @@ def semi_supervised(labels: int | str, plain_cnn: bool = True, with_extensions: 
     (D's prediction kept under translations; convolutional protocols only, as it reads the image's
     layout)."""
     cnn = [Method("plain CNN (labels only, cross-validated on them)", "cnn", dict(labels_per_class=labels, method="cnn"))]
+    augment = Method("CatGAN + augmentation consistency", "catgan-augment",
+                     dict(labels_per_class=labels, augment_weight=1.0))
     return [
         Method("CatGAN", "catgan", dict(labels_per_class=labels)),
-        *(extensions(labels) if with_extensions else []),
-        *([Method("CatGAN + augmentation consistency", "catgan-augment", dict(labels_per_class=labels,
-                                                                             augment_weight=1.0))]
-          if with_extensions else []),
+        *(extensions(labels) + [augment] if with_extensions else []),
         *(cnn if plain_cnn else []),
         Method("supervised baseline (same D, labels only)", "supervised", dict(labels_per_class=labels, method="supervised")),
         Method("all labels (same D, supervised)", "all-labels", dict(labels_per_class="all", method="supervised")),
