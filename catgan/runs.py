@@ -25,13 +25,16 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from catgan.config import CatGANError, TrainConfig
+
+if TYPE_CHECKING:
+    from catgan.models import CatGAN
 
 CONFIG = "config.json"
 LABELLED = "labelled_indices.json"

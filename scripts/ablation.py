@@ -12,7 +12,6 @@ its difference from the defaults, the warnings that fired), .json (every run) an
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import sys

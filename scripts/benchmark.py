@@ -55,7 +55,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare  # noqa: E402  (scripts/compare.py: the protocols' settings)
 
-import catgan  # noqa: E402
 from catgan.cli import OPENMP_SPINCOUNT  # noqa: E402
 from catgan.config import TrainConfig  # noqa: E402
 from catgan.data import ImageData, labelled_indices, load_dataset  # noqa: E402

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import shlex
 import statistics
@@ -26,6 +27,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
@@ -320,7 +322,7 @@ def run_all(todo, protocol: str, jobs: int, threads: int | None = None) -> list[
     return failures
 
 
-def naming_indices(data, config: TrainConfig) -> "np.ndarray":
+def naming_indices(data, config: TrainConfig) -> np.ndarray:
     """The training images whose labels name the clusters (see NAMING_LABELS)."""
     return labelled_indices(data.y_train, NAMING_LABELS[config.dataset], config.seed)
 
@@ -539,7 +541,7 @@ def plot_label_sweep(prefix: str, results_dir: Path) -> None:
         for method, rows in by_method.items():
             labels = rows[0]["labels_per_class"]
             mean, std = mean_std([r["test_error"] for r in rows])
-            points.setdefault(method, {}).setdefault(6000 if labels == "all" else labels, (mean, 0.0 if std != std else std))
+            points.setdefault(method, {}).setdefault(6000 if labels == "all" else labels, (mean, 0.0 if math.isnan(std) else std))
     if sum(len(p) for p in points.values()) < 2:
         return
     fig, ax = plt.subplots(figsize=(6, 4))

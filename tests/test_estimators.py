@@ -2,7 +2,6 @@
 
 import dataclasses
 import inspect
-import math
 import pickle
 import warnings
 

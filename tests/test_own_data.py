@@ -111,7 +111,6 @@ def test_predict_agrees_with_evaluate_image_for_image_and_refuses_what_does_not_
 
     import torch
 
-    from catgan.config import TrainConfig
     from catgan.data import load_dataset
     from catgan.evaluation import predict_logits
     from catgan.runs import load_run

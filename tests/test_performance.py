@@ -79,9 +79,9 @@ def test_noise_on_a_bfloat16_activation_stays_bfloat16():
 def _draws(states: list[torch.Tensor], sizes: list[int]) -> torch.Tensor:
     """Standard normal draws of the given sizes, each from a generator in the given state, one after another."""
     parts = []
-    for state, size in zip(states, sizes):
+    for rng_state, size in zip(states, sizes):
         generator = torch.Generator()
-        generator.set_state(state)
+        generator.set_state(rng_state)
         parts.append(torch.empty(size).normal_(generator=generator))
     return torch.cat(parts)
 
