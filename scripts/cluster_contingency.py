@@ -1,7 +1,7 @@
 """How a clustering run's clusters divide the classes: counts per cluster and class on training images.
 
     python scripts/cluster_contingency.py RUN [RUN ...] [--data-dir DIR] [--images 10000] [--out FILE.md]
-        [--plot FILE.png] [--by-cluster FILE.png] [--classes]
+        [--plot FILE.png] [--by-cluster FILE.png] [--classes | --naming N]
 
 For each finished clustering run (trained without labels), D assigns the first --images training
 images to clusters; the table counts them per cluster (rows) and true class (columns). The
@@ -13,6 +13,15 @@ training images D is most confident belong to it (an empty row: a cluster that h
 
 With --classes it reads semi-supervised runs instead: D's classes against the true ones on the
 run's unlabelled training images (its labelled ones are left out), to see which classes it confuses.
+
+With --naming N it also takes apart a clustering run's error under the paper's protocol (compare.py's
+`mnist-cluster-paper`): each cluster is named by the majority class of N labelled training images per
+class (drawn with the run's seed, as the protocol draws them), and every test image counts as wrong
+unless its cluster's name is its class. The table lists, per cluster, its test images, their majority
+class, the labelled images it holds, its name and its errors; the error is split into what any
+naming would lose (images outside their cluster's majority class: the many-to-one error), what
+clusters that hold no labelled image lose, and what clusters named other than their majority lose.
+It reads the test split's labels to describe a finished run's reported figure; it chooses nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +39,8 @@ import torch
 
 from catgan import load_dataset
 from catgan.config import CatGANError
+from catgan.data import labelled_indices
+from catgan.metrics import cluster_names
 from catgan.runs import LABELLED, git_commit, load_run
 from catgan.training import predict_logits
 
@@ -44,15 +55,7 @@ class Assigned(NamedTuple):
 def contingency(run: str, data_dir: str | None, images: int, classes: bool = False) -> Assigned:
     """The first ``images`` training images assigned to clusters, counted per cluster and class;
     with ``classes``, a run trained with labels: its unlabelled images among them, by D's class."""
-    config, model, _ = load_run(run)
-    if config.uses_labels != classes:
-        raise CatGANError(f"{run} was trained with labels; its outputs are classes, not clusters (--classes "
-                          "counts them)" if config.uses_labels else f"{run} was trained without labels: drop --classes")
-    if data_dir is not None:
-        config = dataclasses.replace(config, data_dir=data_dir, download=False)
-    data = load_dataset(config)
-    if data.labelled is not None:
-        raise CatGANError(f"{run} was trained on images without labels; this table needs every training image labelled")
+    config, model, data = load(run, data_dir, classes)
     keep = np.arange(min(images, len(data.y_train)))
     if classes:  # the labelled images are not what D had to work out
         labelled = json.loads((Path(run) / LABELLED).read_text())["indices"]
@@ -62,6 +65,58 @@ def contingency(run: str, data_dir: str | None, images: int, classes: bool = Fal
     counts = np.zeros((model.num_clusters, data.num_classes), dtype=int)
     np.add.at(counts, (probabilities.argmax(dim=1).numpy(), y), 1)
     return Assigned(counts, list(data.classes), x, probabilities)
+
+
+def load(run: str, data_dir: str | None, classes: bool = False):
+    """A finished run's configuration, networks and data (read from ``data_dir`` when given); refuses a
+    run trained with labels (without them, with ``classes``) and data whose training images lack labels."""
+    config, model, _ = load_run(run)
+    if config.uses_labels != classes:
+        raise CatGANError(f"{run} was trained with labels; its outputs are classes, not clusters (--classes "
+                          "counts them)" if config.uses_labels else f"{run} was trained without labels: drop --classes")
+    if data_dir is not None:
+        config = dataclasses.replace(config, data_dir=data_dir, download=False)
+    data = load_dataset(config)
+    if data.labelled is not None:
+        raise CatGANError(f"{run} was trained on images without labels; this table needs every training image labelled")
+    return config, model, data
+
+
+def naming(run: str, data_dir: str | None, per_class: int) -> str:
+    """The paper's protocol on one clustering run, taken apart cluster by cluster (see the module's
+    docstring), as markdown."""
+    config, model, data = load(run, data_dir)
+    k, discriminator = model.num_clusters, model.discriminator
+    chosen = labelled_indices(data.y_train, per_class, config.seed)
+    held = predict_logits(discriminator, data.x_train[chosen]).argmax(dim=1).numpy()
+    known = data.y_train[chosen].numpy()
+    names = cluster_names(held, known, k)
+    counts = np.zeros((k, data.num_classes), dtype=int)
+    np.add.at(counts, (predict_logits(discriminator, data.x_test).argmax(dim=1).numpy(), data.y_test.numpy()), 1)
+    total, label = counts.sum(), data.classes
+    lines = [f"## {run}: clusters named by {per_class} labelled training images per class", "",
+             "| cluster | test images | majority class (share %) | labelled images it holds | name | test errors |",
+             "|---|---|---|---|---|---|"]
+    lost = dict(minority=0, unnamed=0, misnamed=0)
+    for c in range(k):
+        size, majority = counts[c].sum(), counts[c].argmax()
+        holds = ", ".join(f"{label[y]}: {n}" for y, n in enumerate(np.bincount(known[held == c], minlength=len(label)))
+                          if n) or "none"
+        right = counts[c, names[c]] if names[c] >= 0 else 0
+        lost["minority"] += size - counts[c, majority] if names[c] >= 0 else 0
+        lost["unnamed"] += size if names[c] < 0 else 0
+        lost["misnamed"] += counts[c, majority] - right if names[c] >= 0 else 0
+        share = f"{100 * counts[c, majority] / size:.1f}" if size else "-"
+        lines.append(f"| {c} | {size} | {label[majority] if size else '-'} ({share}) | {holds} | "
+                     f"{label[names[c]] if names[c] >= 0 else 'none'} | {size - right} |")
+    points = {part: 100 * n / total for part, n in lost.items()}
+    many_to_one = 100 * (total - counts.max(axis=1).sum()) / total
+    lines += ["", f"Test error with the clusters so named: **{sum(points.values()):.2f}%** of {total} test images: "
+              f"{points['minority']:.2f} points from images outside their named cluster's majority class, "
+              f"{points['unnamed']:.2f} from clusters that hold no labelled image, {points['misnamed']:.2f} from "
+              f"clusters named other than their majority class. Naming each cluster by its test majority instead "
+              f"(many-to-one, which reads the test labels) gives {many_to_one:.2f}%.", ""]
+    return "\n".join(lines)
 
 
 def cluster_order(counts: np.ndarray) -> np.ndarray:
@@ -123,14 +178,20 @@ def main() -> int:
     parser.add_argument("--out", help="also write the tables to this markdown file")
     parser.add_argument("--plot", help="draw the tables as pictures into this PNG file")
     parser.add_argument("--by-cluster", help="the most confident images of each cluster into this PNG file")
+    parser.add_argument("--naming", type=int, metavar="N", help="also the paper's protocol on the test split: "
+                        "clusters named by N labelled training images per class, taken apart cluster by cluster")
     parser.add_argument("--classes", action="store_true", help="runs trained with labels: D's classes against the "
                         "true ones on the unlabelled training images")
     args = parser.parse_args()
+    if args.naming is not None and (args.classes or args.naming < 1):
+        sys.exit("cluster_contingency.py: --naming needs runs trained without labels and N of at least 1")
     try:
         tables = [contingency(run, args.data_dir, args.images, args.classes) for run in args.runs]
+        named = [naming(run, args.data_dir, args.naming) for run in args.runs] if args.naming else []
     except CatGANError as err:
         sys.exit(f"cluster_contingency.py: {err}")
     parts = [markdown(run, table.counts, table.classes, args.classes) for run, table in zip(args.runs, tables)]
+    parts += named
     if args.plot:
         plot_tables(args.runs, tables, args.plot)
     if args.by_cluster:

@@ -40,3 +40,39 @@ def test_counts_every_image_once_per_cluster_and_refuses_labelled_runs(make_conf
     refused = subprocess.run([sys.executable, str(SCRIPT), str(clustering.run_dir), "--classes"], capture_output=True,
                              text=True)
     assert refused.returncode == 1 and "trained without labels" in refused.stderr
+
+
+def test_naming_takes_the_papers_error_apart_and_adds_up_to_it(make_config, digits, tmp_path):
+    import re
+
+    import numpy as np
+
+    from catgan.data import labelled_indices
+    from catgan.metrics import cluster_names, named_cluster_error
+    from catgan.runs import load_run
+    from catgan.training import predict_logits
+
+    run = train(make_config(labels_per_class=0, clusters=12, epochs=1), data=digits, log=lambda m: None).run_dir
+    out = tmp_path / "naming.md"
+    done = subprocess.run([sys.executable, str(SCRIPT), str(run), "--images", "100", "--naming", "2",
+                           "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    part = out.read_text().split("labelled training images per class")[1]
+    rows = [line.strip("|").split("|") for line in part.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 12 and sum(int(row[1]) for row in rows) == len(digits.y_test)
+    errors = sum(int(row[5]) for row in rows)
+    total, minority, unnamed, misnamed, many_to_one = map(float, re.findall(r"(\d+\.\d\d)", part.splitlines()[-1]))
+    assert total == round(100 * errors / len(digits.y_test), 2)
+    assert abs(minority + unnamed + misnamed - total) < 0.02
+    assert minority - 0.01 <= many_to_one <= minority + unnamed + 0.01  # unnamed clusters lose their minority too
+    # the same figure computed here from the run itself, as compare.py's mnist-cluster-paper does
+    config, model, _ = load_run(run)
+    chosen = labelled_indices(digits.y_train, 2, config.seed)
+    names = cluster_names(predict_logits(model.discriminator, digits.x_train[chosen]).argmax(dim=1).numpy(),
+                          digits.y_train[chosen].numpy(), 12)
+    test = predict_logits(model.discriminator, digits.x_test).argmax(dim=1).numpy()
+    assert total == round(100 * named_cluster_error(digits.y_test.numpy(), test, names), 2)
+    assert np.sum(names < 0) == sum(row[4].strip() == "none" for row in rows)
+    refused = subprocess.run([sys.executable, str(SCRIPT), str(run), "--classes", "--naming", "2"],
+                             capture_output=True, text=True)
+    assert refused.returncode == 1 and "--naming" in refused.stderr and "Traceback" not in refused.stderr
