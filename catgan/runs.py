@@ -175,7 +175,7 @@ def save_image_grid(images: Tensor, path: Path, nrow: int | None = None, min_til
     save_image(image_grid(images, nrow, min_tile), path)
 
 
-def load_run(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[TrainConfig, "CatGAN", list[str]]:
+def load_run(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[TrainConfig, CatGAN, list[str]]:
     """Rebuild a run's configuration, networks (on ``device``) and class names from its checkpoint
     (see `catgan.state.load_networks`)."""
     from catgan.state import load_networks
@@ -184,7 +184,7 @@ def load_run(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> 
     return config, model.to(device), classes
 
 
-def save_samples(model: "CatGAN", path: Path, seed: int, n: int = 100) -> None:
+def save_samples(model: CatGAN, path: Path, seed: int, n: int = 100) -> None:
     """A grid of ``n`` images that ``model``'s generator (in evaluation mode) draws from noise fixed by ``seed``."""
     from catgan.models import evaluation_mode
 

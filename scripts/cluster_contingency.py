@@ -18,9 +18,11 @@ With --naming N it also takes apart a clustering run's error under the paper's p
 `mnist-cluster-paper`): each cluster is named by the majority class of N labelled training images per
 class (drawn with the run's seed, as the protocol draws them), and every test image counts as wrong
 unless its cluster's name is its class. The table lists, per cluster, its test images, their majority
-class, the labelled images it holds, its name and its errors; the error is split into what any
-naming would lose (images outside their cluster's majority class: the many-to-one error), what
-clusters that hold no labelled image lose, and what clusters named other than their majority lose.
+class, the labelled images it holds, its name and its errors; the error is split into what named
+clusters lose to images outside their majority class (any naming loses those), what clusters that
+hold no labelled image lose, and what clusters named other than their majority lose. N should be
+the protocol's (compare.py's NAMING_LABELS: 5 on digits, 10 on MNIST and Fashion-MNIST) to give its
+figure.
 It reads the test split's labels to describe a finished run's reported figure; it chooses nothing.
 """
 
@@ -87,6 +89,11 @@ def naming(run: str, data_dir: str | None, per_class: int) -> str:
     docstring), as markdown."""
     config, model, data = load(run, data_dir)
     k, discriminator = model.num_clusters, model.discriminator
+    if len(data.y_test) == 0:
+        raise CatGANError(f"{run}'s data has no test images to name clusters on")
+    fewest = int(np.bincount(data.y_train.numpy()).min())
+    if per_class > fewest:
+        raise CatGANError(f"--naming {per_class}: a class has only {fewest} training images")
     chosen = labelled_indices(data.y_train, per_class, config.seed)
     held = predict_logits(discriminator, data.x_train[chosen]).argmax(dim=1).numpy()
     known = data.y_train[chosen].numpy()
@@ -179,12 +186,15 @@ def main() -> int:
     parser.add_argument("--plot", help="draw the tables as pictures into this PNG file")
     parser.add_argument("--by-cluster", help="the most confident images of each cluster into this PNG file")
     parser.add_argument("--naming", type=int, metavar="N", help="also the paper's protocol on the test split: "
-                        "clusters named by N labelled training images per class, taken apart cluster by cluster")
+                        "clusters named by N labelled training images per class, taken apart cluster by cluster "
+                        "(the protocol's N: 5 on digits, 10 on MNIST and Fashion-MNIST)")
     parser.add_argument("--classes", action="store_true", help="runs trained with labels: D's classes against the "
                         "true ones on the unlabelled training images")
     args = parser.parse_args()
-    if args.naming is not None and (args.classes or args.naming < 1):
-        sys.exit("cluster_contingency.py: --naming needs runs trained without labels and N of at least 1")
+    if args.naming is not None and args.classes:
+        sys.exit("cluster_contingency.py: --naming is for clustering runs (trained without labels): drop --classes")
+    if args.naming is not None and args.naming < 1:
+        sys.exit(f"cluster_contingency.py: --naming {args.naming}: name the clusters by at least 1 image per class")
     try:
         tables = [contingency(run, args.data_dir, args.images, args.classes) for run in args.runs]
         named = [naming(run, args.data_dir, args.naming) for run in args.runs] if args.naming else []

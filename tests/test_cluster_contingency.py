@@ -73,6 +73,14 @@ def test_naming_takes_the_papers_error_apart_and_adds_up_to_it(make_config, digi
     test = predict_logits(model.discriminator, digits.x_test).argmax(dim=1).numpy()
     assert total == round(100 * named_cluster_error(digits.y_test.numpy(), test, names), 2)
     assert np.sum(names < 0) == sum(row[4].strip() == "none" for row in rows)
+    counts = np.zeros((12, 10), dtype=int)
+    np.add.at(counts, (test, digits.y_test.numpy()), 1)
+    assert many_to_one == round(100 * (1 - counts.max(axis=1).sum() / len(test)), 2)
+    for c, row in enumerate(rows):  # each cluster's errors: its test images not of its name's class
+        right = counts[c, names[c]] if names[c] >= 0 else 0
+        assert int(row[1]) == counts[c].sum() and int(row[5]) == counts[c].sum() - right
     refused = subprocess.run([sys.executable, str(SCRIPT), str(run), "--classes", "--naming", "2"],
                              capture_output=True, text=True)
-    assert refused.returncode == 1 and "--naming" in refused.stderr and "Traceback" not in refused.stderr
+    assert refused.returncode == 1 and "drop --classes" in refused.stderr and "Traceback" not in refused.stderr
+    refused = subprocess.run([sys.executable, str(SCRIPT), str(run), "--naming", "1000"], capture_output=True, text=True)
+    assert refused.returncode == 1 and "--naming 1000" in refused.stderr and "Traceback" not in refused.stderr

@@ -108,12 +108,12 @@ def test_noise_streams_are_seeded_apart_and_restored_from_their_state():
     first, second = (s.normal_(torch.empty(300_000)) for s in (streams, again))
     assert torch.equal(first, second)  # the same seed, the same draws
     assert not torch.equal(first, other.normal_(torch.empty(300_000)))
-    state = streams.get_state()
+    saved = streams.get_state()
     after = streams.normal_(torch.empty(300_000))
-    streams.set_state(state)
+    streams.set_state(saved)
     assert torch.equal(streams.normal_(torch.empty(300_000)), after)
     with pytest.raises(ValueError, match="1 stream states for 2 streams"):
-        streams.set_state(state[:1])
+        streams.set_state(saved[:1])
     with pytest.raises(ValueError, match="count and min_part must be >= 1, got 0 and 65536"):
         NoiseStreams(0)
     with pytest.raises(ValueError, match="got 2 and 0"):
