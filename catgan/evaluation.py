@@ -11,7 +11,9 @@ from torch import Tensor, nn
 from catgan.metrics import clustering_report, error_rate
 from catgan.models import CatGAN, evaluation_mode
 
-__all__ = ["evaluate", "predict_features", "predict_logits"]
+__all__ = ["class_shares_of_run", "evaluate", "predict_features", "predict_logits"]
+
+PROBE_IMAGES = 10_000  # unlabelled training images whose predicted classes `class_shares_of_run` counts
 
 
 @torch.no_grad()
@@ -50,3 +52,19 @@ def evaluate(
     if classifies:
         return {"test_error": 100.0 * error_rate(labels, predictions)}
     return clustering_report(labels, predictions, num_clusters=model.num_clusters)
+
+
+def class_shares_of_run(discriminator: nn.Module, x_train: Tensor, y_train: Tensor, labelled: np.ndarray,
+                        num_classes: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The share of each class among D's predictions on the first `PROBE_IMAGES` training images that
+    are not in ``labelled``, the share of each class among the ``labelled`` images' labels, and how
+    many unlabelled images were read (0, with two empty arrays' worth of zeros, when there are none).
+    Reads no label of an unlabelled image."""
+    from catgan.diagnostics import class_shares
+
+    unlabelled = np.setdiff1d(np.arange(len(x_train)), labelled)[:PROBE_IMAGES]
+    labelled_shares = class_shares(np.asarray(y_train[labelled]), num_classes)
+    if not len(unlabelled):
+        return np.zeros(num_classes), labelled_shares, 0
+    predicted = predict_logits(discriminator, x_train[unlabelled]).argmax(dim=1).numpy()
+    return class_shares(predicted, num_classes), labelled_shares, len(unlabelled)

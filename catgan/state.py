@@ -188,7 +188,8 @@ def finish(trainer: Trainer) -> dict[str, Any]:
     figures = t.evaluate_test() if len(t.data.x_test) else {}
     if figures:
         t.recorder.test(t.step, t.epoch, t.clock.seconds(), figures)
-    summary = {**figures, **common_summary(t)}
+    shares = check_class_shares(t)
+    summary = {**figures, **shares, **common_summary(t)}
     if t.run_dir is not None and t.config.method == "catgan":
         runs.save_samples(t.model, t.run_dir / runs.SAMPLES, t.config.seed)
         names = list(t.data.classes) if t.config.uses_labels else None
@@ -202,6 +203,31 @@ def finish(trainer: Trainer) -> dict[str, Any]:
     if t.run_dir is not None:
         runs.write_json(t.run_dir / runs.SUMMARY, summary)
     return summary
+
+
+def check_class_shares(trainer: Trainer) -> dict[str, Any]:
+    """For a semi-supervised CatGAN run: the share of each class among D's predictions on unlabelled
+    training images and among the labelled images (`catgan.evaluation.class_shares_of_run`), as
+    ``unlabelled_class_shares`` and ``labelled_class_shares``; raises the ``class_starved`` warning
+    when `catgan.diagnostics.starved_class` finds one. Reads no label of an unlabelled image."""
+    from catgan.diagnostics import starved_class
+    from catgan.evaluation import class_shares_of_run
+
+    t = trainer
+    if t.config.method != "catgan" or not t.config.uses_labels:
+        return {}
+    shares, labelled, read = class_shares_of_run(t.evaluated_discriminator, t.data.x_train, t.data.y_train,
+                                                 t.labelled, t.num_clusters)
+    if not read:
+        return {}
+    starved = starved_class(shares, labelled)
+    if starved is not None:
+        name = t.data.classes[starved] if starved < len(t.data.classes) else starved
+        t.monitor.fire("class_starved", t.step, t.epoch,
+                       f"D gives class {name!r} {100 * shares[starved]:.1f}% of {read} unlabelled training "
+                       f"images, against {100 * labelled[starved]:.1f}% of the labelled ones")
+    return {"unlabelled_class_shares": [round(float(s), 4) for s in shares],
+            "labelled_class_shares": [round(float(s), 4) for s in labelled]}
 
 
 def run_facts(data: ImageData, device: str, git_commit: str | None, command: str | None) -> dict[str, Any]:

@@ -4,6 +4,7 @@ case that triggers it beside a healthy case that does not."""
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,7 +12,8 @@ import catgan.steps
 import catgan.runs
 from catgan.cli import EXIT_DIVERGED, main
 from catgan.config import CatGANError, TrainConfig
-from catgan.diagnostics import HealthMonitor, TrainingDiverged, class_histogram, d_score, gradient_norm
+from catgan.diagnostics import (HealthMonitor, TrainingDiverged, class_histogram, class_shares, d_score, gradient_norm,
+                                starved_class)
 from catgan.losses import discriminator_terms, generator_terms
 from catgan.models import CatGAN
 from catgan.runs import load_checkpoint
@@ -142,6 +144,38 @@ def test_stuck_fires_on_a_run_that_does_not_learn_and_not_on_ones_that_do(make_c
     for options in (dict(), dict(labels_per_class=0, log_every=1)):
         learning = Trainer(make_config(epochs=15, **options), digits, report=lambda line: None)
         assert learning.fit()["warnings"] == [], options
+
+
+def test_starved_class_is_the_one_furthest_under_half_its_labelled_share():
+    balanced = np.full(10, 0.1)
+    assert starved_class(np.array([0.086, 0.112, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.102, 0.1]), balanced) is None
+    # mnist-100's failed seed: the 1s get 2.9% of the unlabelled images, the 8s 16.1%
+    failed = np.array([0.106, 0.029, 0.107, 0.096, 0.112, 0.084, 0.1, 0.119, 0.161, 0.086])
+    assert starved_class(failed, balanced) == 1
+    assert starved_class(np.array([0.3, 0.04, 0.03, 0.63]), np.array([0.4, 0.1, 0.1, 0.4])) == 2  # the worst of two
+    assert starved_class(np.array([0.5, 0.5, 0.0]), np.array([0.5, 0.5, 0.0])) is None  # a class without labels
+    assert list(class_shares(torch.tensor([0, 2, 2, 2]), 4)) == [0.25, 0.0, 0.75, 0.0]
+
+
+def test_semi_supervised_runs_record_class_shares_and_warn_of_a_starved_class(make_config, digits, monkeypatch):
+    import catgan.diagnostics
+    from catgan.evaluation import predict_logits
+
+    trainer = Trainer(make_config(epochs=1), digits, report=lambda line: None)
+    summary = trainer.fit()
+    unlabelled = np.setdiff1d(np.arange(len(digits.x_train)), trainer.labelled)
+    predicted = predict_logits(trainer.model.discriminator, digits.x_train[unlabelled]).argmax(dim=1).numpy()
+    assert summary["unlabelled_class_shares"] == [round(float(np.mean(predicted == k)), 4) for k in range(K)]
+    assert summary["labelled_class_shares"] == [0.1] * K  # 5 labelled images of each digit
+    # every class under twice its labelled share would count as starved: the warning names the worst one
+    monkeypatch.setattr(catgan.diagnostics, "STARVED_FRACTION", 2.0)
+    lines = []
+    summary = Trainer(make_config(epochs=1), digits, report=lines.append).fit()
+    worst = int(np.argmin(summary["unlabelled_class_shares"]))
+    assert [w["name"] for w in summary["warnings"]] == ["class_starved"]
+    assert f"class '{digits.classes[worst]}'" in summary["warnings"][0]["message"] and "class_starved" in lines[-1]
+    clustering = Trainer(make_config(epochs=1, labels_per_class=0), digits, report=lambda line: None).fit()
+    assert "unlabelled_class_shares" not in clustering and clustering["warnings"] == []
 
 
 def test_stuck_needs_chance_accuracy_on_the_labelled_batch():

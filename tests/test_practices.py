@@ -190,7 +190,9 @@ def test_every_practice_at_once_trains_with_finite_losses(make_config, digits):
     options = dict(latent_distribution="uniform", instance_noise=0.1, label_smoothing=0.1, label_noise=0.1,
                    joint_batches=True, d_steps=2, g_steps=2, lr_g=1e-3, feature_matching=0.5, ema_decay=0.99)
     summary = train(make_config(**options), data=digits, log=lambda message: None).summary
-    assert 0 <= summary["test_error"] <= 100 and summary["warnings"] == []
+    # a two-epoch run may leave D unsure of some digit: only the end-of-run class check may speak
+    assert 0 <= summary["test_error"] <= 100
+    assert [w["name"] for w in summary["warnings"]] in ([], ["class_starved"])
     on_d = dict(instance_noise=0.1, label_smoothing=0.1, label_noise=0.1, ema_decay=0.99)
     summary = train(make_config(method="supervised", **on_d), data=digits, log=lambda message: None).summary
     assert 0 <= summary["test_error"] <= 100

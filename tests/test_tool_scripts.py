@@ -93,3 +93,25 @@ def test_own_data_example_writes_digits_as_a_labelled_unlabelled_and_test_folder
     assert len(list((images / "test").rglob("*.png"))) == 599
     again = subprocess.run([sys.executable, str(script), str(tmp_path / "example")], capture_output=True, text=True)
     assert again.returncode == 1 and "is not empty" in again.stderr
+
+
+def test_class_shares_reads_each_run_as_its_end_of_run_check_did_and_refuses_clustering_runs(make_config, digits,
+                                                                                             tmp_path):
+    from catgan.training import train
+
+    semi = train(make_config(epochs=1), data=digits, log=lambda m: None)
+    clustering = train(make_config(epochs=1, labels_per_class=0), data=digits, log=lambda m: None)
+    out = tmp_path / "shares"
+    done = subprocess.run([sys.executable, str(SCRIPTS / "class_shares.py"), str(semi.run_dir), "--out", str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    row = json.loads(out.with_suffix(".json").read_text())["runs"][0]
+    assert row["shares"] == semi.summary["unlabelled_class_shares"]
+    assert row["unlabelled_images"] == len(digits.x_train) - 50
+    assert row["test_error"] == semi.summary["test_error"]
+    assert (row["starved"] is None) == ("class_starved" not in [w["name"] for w in semi.summary["warnings"]])
+    assert f"| {semi.run_dir} | {semi.summary['test_error']:.2f} |" in out.with_suffix(".md").read_text()
+    refused = subprocess.run([sys.executable, str(SCRIPTS / "class_shares.py"), str(clustering.run_dir)],
+                             capture_output=True, text=True)
+    assert refused.returncode == 1 and "not a semi-supervised CatGAN run" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -123,7 +123,9 @@ def test_a_run_writes_its_files(make_config, digits):
     assert {"loss_g", "marginal_entropy_fake", "grad_norm"} <= set(steps[-1]["g"])
     assert steps[-1]["lr_d"] == steps[-1]["lr_g"] == 2e-4 and 1 <= steps[-1]["d_score_real"] <= 10
     assert len(steps[-1]["fake_class_histogram"]) == 10 and sum(steps[-1]["fake_class_histogram"]) == pytest.approx(1)
-    assert summary["warnings"] == []
+    # two epochs on digits leave D unsure of some digit: at most the end-of-run class check speaks
+    assert [w["name"] for w in summary["warnings"]] in ([], ["class_starved"])
+    assert len(summary["unlabelled_class_shares"]) == 10 and sum(summary["labelled_class_shares"]) == pytest.approx(1)
     assert records[-1]["split"] == "test" and records[-1]["test_error"] == summary["test_error"]
     checkpoint = load_checkpoint(run_dir)
     assert checkpoint["config"] == config and checkpoint["step"] == summary["steps"]
