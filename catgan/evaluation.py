@@ -58,7 +58,7 @@ def class_shares_of_run(discriminator: nn.Module, x_train: Tensor, y_train: Tens
                         num_classes: int) -> tuple[np.ndarray, np.ndarray, int]:
     """The share of each class among D's predictions on the first `PROBE_IMAGES` training images that
     are not in ``labelled``, the share of each class among the ``labelled`` images' labels, and how
-    many unlabelled images were read (0, with two empty arrays' worth of zeros, when there are none).
+    many unlabelled images were read (0 when there are none; their shares are then all 0).
     Reads no label of an unlabelled image."""
     from catgan.diagnostics import class_shares
 
