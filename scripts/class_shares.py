@@ -26,7 +26,7 @@ import torch
 from catgan import load_dataset
 from catgan.config import CatGANError
 from catgan.diagnostics import starved_class
-from catgan.evaluation import class_shares_of_run
+from catgan.evaluation import PROBE_IMAGES, class_shares_of_run
 from catgan.runs import LABELLED, SUMMARY, git_commit, load_run
 
 
@@ -58,7 +58,8 @@ def shares_of(run: str, data_dir: str | None, cache: dict) -> dict:
 def markdown(rows: list[dict], command: str) -> str:
     lines = ["# Class shares of semi-supervised runs on their unlabelled training images", "",
              f"Made by `{command}` at commit {git_commit()}, on the CPU, torch {torch.__version__}. "
-             "Shares: of D's predictions on up to 10,000 training images without labels (no label of theirs read); "
+             f"Shares: of D's predictions on up to {PROBE_IMAGES:,} training images without labels "
+             "(no label of theirs read); "
              "entropy in nats (log 10 = 2.303); flagged: a class under half its share of the labelled images "
              "(the `class_starved` warning). Test error: from the run's summary.", "",
              "| run | test error % | smallest share % (class) | largest share % (class) | entropy | flagged |",

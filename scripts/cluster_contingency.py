@@ -42,7 +42,7 @@ import torch
 from catgan import load_dataset
 from catgan.config import CatGANError
 from catgan.data import labelled_indices
-from catgan.metrics import cluster_names
+from catgan.metrics import cluster_names, many_to_one_accuracy
 from catgan.runs import LABELLED, git_commit, load_run
 from catgan.training import predict_logits
 
@@ -98,8 +98,9 @@ def naming(run: str, data_dir: str | None, per_class: int) -> str:
     held = predict_logits(discriminator, data.x_train[chosen]).argmax(dim=1).numpy()
     known = data.y_train[chosen].numpy()
     names = cluster_names(held, known, k)
-    counts = np.zeros((k, data.num_classes), dtype=int)
-    np.add.at(counts, (predict_logits(discriminator, data.x_test).argmax(dim=1).numpy(), data.y_test.numpy()), 1)
+    test = predict_logits(discriminator, data.x_test).argmax(dim=1).numpy()
+    counts = np.zeros((k, data.num_classes), dtype=int)  # every cluster, empty ones too
+    np.add.at(counts, (test, data.y_test.numpy()), 1)
     total, label = counts.sum(), data.classes
     lines = [f"## {run}: clusters named by {per_class} labelled training images per class", "",
              "| cluster | test images | majority class (share %) | labelled images it holds | name | test errors |",
@@ -117,7 +118,7 @@ def naming(run: str, data_dir: str | None, per_class: int) -> str:
         lines.append(f"| {c} | {size} | {label[majority] if size else '-'} ({share}) | {holds} | "
                      f"{label[names[c]] if names[c] >= 0 else 'none'} | {size - right} |")
     points = {part: 100 * n / total for part, n in lost.items()}
-    many_to_one = 100 * (total - counts.max(axis=1).sum()) / total
+    many_to_one = 100 * (1 - many_to_one_accuracy(data.y_test.numpy(), test))
     lines += ["", f"Test error with the clusters so named: **{sum(points.values()):.2f}%** of {total} test images: "
               f"{points['minority']:.2f} points from images outside their named cluster's majority class, "
               f"{points['unnamed']:.2f} from clusters that hold no labelled image, {points['misnamed']:.2f} from "
