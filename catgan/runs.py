@@ -105,6 +105,14 @@ def write_start_files(run_dir: Path, config: TrainConfig, dataset: str, labelled
                                     "indices": [int(i) for i in labelled]})
 
 
+def read_labelled(run_dir: str | os.PathLike) -> list[int]:
+    """The indices (into the training split) of a run's labelled images, from its ``labelled_indices.json``."""
+    path = Path(run_dir) / LABELLED
+    if not path.is_file():
+        raise CatGANError(f"{run_dir} has no {LABELLED}: not a catgan run directory")
+    return json.loads(path.read_text())["indices"]
+
+
 def write_json(path: Path, value: Any) -> None:
     """Write ``value`` as indented JSON, atomically (a temporary file renamed into place)."""
     _atomic_write(path, lambda f: f.write((json.dumps(value, indent=2) + "\n").encode()))

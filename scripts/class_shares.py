@@ -27,7 +27,7 @@ from catgan import load_dataset
 from catgan.config import CatGANError
 from catgan.diagnostics import starved_class
 from catgan.evaluation import PROBE_IMAGES, class_shares_of_run
-from catgan.runs import LABELLED, SUMMARY, git_commit, load_run
+from catgan.runs import SUMMARY, git_commit, load_run, read_labelled
 
 
 def shares_of(run: str, data_dir: str | None, cache: dict) -> dict:
@@ -42,7 +42,7 @@ def shares_of(run: str, data_dir: str | None, cache: dict) -> dict:
         config = dataclasses.replace(config, data_dir=data_dir, download=False)
     key = (config.dataset, config.data_dir, config.image_size)
     data = cache[key] if key in cache else cache.setdefault(key, load_dataset(config))
-    labelled = np.array(json.loads((Path(run) / LABELLED).read_text())["indices"], dtype=np.int64)
+    labelled = np.array(read_labelled(run), dtype=np.int64)
     # load_run's D is the one the run reports (its weight average when it kept one)
     shares, labelled_shares, read = class_shares_of_run(model.discriminator, data.x_train, data.y_train, labelled,
                                                         model.num_clusters)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -43,7 +42,7 @@ from catgan import load_dataset
 from catgan.config import CatGANError
 from catgan.data import labelled_indices
 from catgan.metrics import cluster_names, many_to_one_accuracy
-from catgan.runs import LABELLED, git_commit, load_run
+from catgan.runs import git_commit, load_run, read_labelled
 from catgan.training import predict_logits
 
 
@@ -57,10 +56,10 @@ class Assigned(NamedTuple):
 def contingency(run: str, data_dir: str | None, images: int, classes: bool = False) -> Assigned:
     """The first ``images`` training images assigned to clusters, counted per cluster and class;
     with ``classes``, a run trained with labels: its unlabelled images among them, by D's class."""
-    config, model, data = load(run, data_dir, classes)
+    _, model, data = load(run, data_dir, classes)
     keep = np.arange(min(images, len(data.y_train)))
     if classes:  # the labelled images are not what D had to work out
-        labelled = json.loads((Path(run) / LABELLED).read_text())["indices"]
+        labelled = read_labelled(run)
         keep = np.setdiff1d(keep, labelled)
     x, y = data.x_train[keep], data.y_train[keep].numpy()
     probabilities = predict_logits(model.discriminator, x).softmax(dim=1)

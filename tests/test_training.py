@@ -12,7 +12,7 @@ import torch
 
 from catgan.config import CatGANError, TrainConfig
 from catgan.models import CatGAN
-from catgan.runs import git_commit, load_checkpoint, load_run
+from catgan.runs import git_commit, load_checkpoint, load_run, read_labelled
 from catgan.schedule import IndexCycler
 from catgan.training import (
     Batch,
@@ -114,8 +114,10 @@ def test_a_run_writes_its_files(make_config, digits):
     assert summary["steps"] == 2 * (1198 // 50) and summary["labelled"] == 50
     config = json.loads((run_dir / "config.json").read_text())
     assert config["epochs"] == 2 and config["labels_per_class"] == 5
-    indices = json.loads((run_dir / "labelled_indices.json").read_text())["indices"]
+    indices = read_labelled(run_dir)
     assert np.bincount(digits.y_train[indices].numpy()).tolist() == [5] * 10
+    with pytest.raises(CatGANError, match="no labelled_indices.json"):
+        read_labelled(run_dir / "missing")
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "d" in r]
     assert steps[0]["step"] == 5 and steps[-1]["step"] == summary["steps"]
