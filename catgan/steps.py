@@ -10,7 +10,7 @@ trainer turns them into floats only when it logs, so the inner loop does not wai
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, ContextManager, NamedTuple
+from typing import Callable, ContextManager, Iterator, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -67,9 +67,10 @@ def discriminator_step(
     through in one batch, whose statistics (and running averages) then mix real and generated
     images. With ``vat_weight`` > 0, D's loss also holds that weight times the virtual adversarial
     term on the real images (`catgan.consistency`), returned as ``vat``; with ``augment_weight`` > 0,
-    that weight times the augmentation-consistency term, returned as ``augment``. Returns the loss terms of `catgan.losses.discriminator_loss` as detached tensors, plus
-    ``grad_norm`` (of D's gradients) and ``accuracy_lab`` (D's accuracy on the labelled batch,
-    against the true labels) when there is one.
+    that weight times the augmentation-consistency term, returned as ``augment``. Returns the loss
+    terms of `catgan.losses.discriminator_loss` as detached tensors, plus ``grad_norm`` (of D's
+    gradients) and ``accuracy_lab`` (D's accuracy on the labelled batch, against the true labels)
+    when there is one.
 
     The forward passes run inside ``autocast()`` (see `catgan.performance.autocast_for`); the
     losses are computed in float32. With several processes, ``gather`` concatenates a tensor
@@ -100,19 +101,26 @@ def discriminator_step(
             logits_lab, y_lab, y_true = gather(logits_lab), gather(y_lab), gather(y_true)
     loss, terms = discriminator_terms(logits_real, logits_fake, logits_lab, y_lab, lam, practices.label_smoothing,
                                       practices.marginal_weight)
-    if practices.vat_weight > 0:
-        terms["vat"] = virtual_adversarial_loss(discriminator, x_real, logits_all_real, practices.vat_epsilon, autocast)
-        loss = loss + practices.vat_weight * terms["vat"]
-        terms["vat"], terms["loss_d"] = terms["vat"].detach(), loss.detach()
-    if practices.augment_weight > 0:
-        shift = shift_in_pixels(practices.augment_shift, x_real.shape)
-        terms["augment"] = augmentation_consistency_loss(discriminator, x_real, logits_all_real, shift, autocast)
-        loss = loss + practices.augment_weight * terms["augment"]
-        terms["augment"], terms["loss_d"] = terms["augment"].detach(), loss.detach()
+    for name, weight, term in _consistency_terms(discriminator, x_real, logits_all_real, practices, autocast):
+        loss = loss + weight * term
+        terms[name], terms["loss_d"] = term.detach(), loss.detach()
     terms["grad_norm"] = _update(optimizer, loss, discriminator)
     if logits_lab is not None:
         terms["accuracy_lab"] = _accuracy(logits_lab, y_true)
     return terms
+
+
+def _consistency_terms(discriminator: nn.Module, x_real: Tensor, logits_real: Tensor, practices: Practices,
+                       autocast: Callable[[], ContextManager]) -> Iterator[tuple[str, float, Tensor]]:
+    """D's consistency terms on the real images that ``practices`` switches on, as (name, weight,
+    term), VAT first: each draws random numbers, so the order is part of a run's stream."""
+    if practices.vat_weight > 0:
+        yield "vat", practices.vat_weight, virtual_adversarial_loss(discriminator, x_real, logits_real,
+                                                                    practices.vat_epsilon, autocast)
+    if practices.augment_weight > 0:
+        shift = shift_in_pixels(practices.augment_shift, x_real.shape)
+        yield "augment", practices.augment_weight, augmentation_consistency_loss(discriminator, x_real, logits_real,
+                                                                                 shift, autocast)
 
 
 def generator_step(
