@@ -225,6 +225,10 @@ class TrainConfig:
                                   (lambda v: _is_number(v) and 0 < v < 0.5, "be in (0, 0.5)"))
     ema_decay: float = option(0.0, "evaluate with an exponential moving average of D's weights (0: off; e.g. "
                               "0.999)", "practices", SHARE)
+    bn_recalibration: int = option(0, "before the final evaluation, re-estimate D's batch-norm statistics with its "
+                                   "final weights over this many training images, in batches drawn as training "
+                                   "draws them, D's noise off (0: keep the running averages of training)",
+                                   "practices", COUNT)
     seed: int = option(0, "seed of the labelled subset, initialisation, batches and noise", "schedule", SEED)
     device: str = option("auto", "auto (CUDA when available), cpu, cuda or cuda:N", "schedule", DEVICE)
     precision: str = option("fp32", "fp32, or bf16: forward passes under bfloat16 autocast (faster on GPUs and on "

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from catgan.metrics import clustering_report, error_rate
 from catgan.models import CatGAN, evaluation_mode
 
-__all__ = ["class_shares_of_run", "evaluate", "predict_features", "predict_logits"]
+__all__ = ["class_shares_of_run", "evaluate", "predict_features", "predict_logits", "reestimate_batchnorm"]
 
 PROBE_IMAGES = 10_000  # unlabelled training images whose predicted classes `class_shares_of_run` counts
 
@@ -68,3 +68,49 @@ def class_shares_of_run(discriminator: nn.Module, x_train: Tensor, y_train: Tens
         return np.zeros(num_classes), labelled_shares, 0
     predicted = predict_logits(discriminator, x_train[unlabelled]).argmax(dim=1).numpy()
     return class_shares(predicted, num_classes), labelled_shares, len(unlabelled)
+
+
+@torch.no_grad()
+def reestimate_batchnorm(discriminator: nn.Module, x_train: Tensor, unlabelled: bool, labelled: np.ndarray | None,
+                         images: int, batch_size: int, seed: int) -> int:
+    """Re-estimate D's batch-norm statistics with its weights as they are now ("precise batch norm").
+
+    During training each batch-norm layer keeps running averages of its batches' means and
+    variances (PyTorch's momentum 0.1: mostly the last few dozen batches, taken while the weights
+    were still moving), and evaluation uses them. Here they are reset and recomputed as plain
+    averages over ``images`` training images in batches of ``batch_size``, each made as training
+    makes D's batch of real images: ``batch_size`` of all training images when ``unlabelled``, and
+    as many of the ``labelled`` ones (all of them when fewer) when given. The batches are drawn
+    with ``seed``, from a generator of their own; D is in training mode with its noise off, the
+    images it sees at evaluation. Returns the number of batches (0 when D has no batch norm or
+    ``images`` is 0); the result depends only on D's weights, the data and the seed.
+    """
+    from catgan.consistency import without_noise
+    from catgan.schedule import IndexCycler
+
+    norms = [m for m in discriminator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or images <= 0:
+        return 0
+    order = torch.Generator().manual_seed(seed)
+    draws = []
+    if unlabelled:
+        draws.append(IndexCycler(torch.arange(len(x_train)), batch_size, order))
+    if labelled is not None and len(labelled):
+        draws.append(IndexCycler(torch.from_numpy(np.asarray(labelled)), min(batch_size, len(labelled)), order))
+    device = next(discriminator.parameters()).device
+    momenta, mode = [norm.momentum for norm in norms], discriminator.training
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average: every batch weighs the same
+    batches = -(-images // batch_size)
+    try:
+        discriminator.train()
+        with without_noise(discriminator):
+            for _ in range(batches):
+                index = torch.cat([draw() for draw in draws])
+                discriminator(x_train[index.to(x_train.device)].to(device))
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+        discriminator.train(mode)
+    return batches

@@ -184,12 +184,13 @@ def finish(trainer: Trainer) -> dict[str, Any]:
     from catgan.trainer import TrainingStopped
 
     t = trainer
+    recalibrated = recalibrate_batchnorm(t)
     save_checkpoint(t)  # before the final record, so that a resume from it writes that record once
     figures = t.evaluate_test() if len(t.data.x_test) else {}
     if figures:
         t.recorder.test(t.step, t.epoch, t.clock.seconds(), figures)
     shares = check_class_shares(t)
-    summary = {**figures, **shares, **common_summary(t)}
+    summary = {**figures, **shares, **recalibrated, **common_summary(t)}
     if t.run_dir is not None and t.config.method == "catgan":
         runs.save_samples(t.model, t.run_dir / runs.SAMPLES, t.config.seed)
         names = list(t.data.classes) if t.config.uses_labels else None
@@ -203,6 +204,22 @@ def finish(trainer: Trainer) -> dict[str, Any]:
     if t.run_dir is not None:
         runs.write_json(t.run_dir / runs.SUMMARY, summary)
     return summary
+
+
+def recalibrate_batchnorm(trainer: Trainer) -> dict[str, Any]:
+    """With ``bn_recalibration``, the reported D's batch-norm statistics re-estimated with its final
+    weights (`catgan.evaluation.reestimate_batchnorm`), before the checkpoint that holds them; as
+    ``bn_recalibration_batches`` for the summary. The same weights give the same statistics, so a
+    run resumed after this point re-estimates them to the same values."""
+    from catgan.evaluation import reestimate_batchnorm
+
+    t = trainer
+    if not t.config.bn_recalibration:
+        return {}
+    batches = reestimate_batchnorm(t.evaluated_discriminator, t.x_train, t.config.method == "catgan",
+                                   t.labelled if t.config.uses_labels else None, t.config.bn_recalibration,
+                                   t.config.batch_size, t.config.seed)
+    return {"bn_recalibration_batches": batches}
 
 
 def check_class_shares(trainer: Trainer) -> dict[str, Any]:

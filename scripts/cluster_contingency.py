@@ -1,7 +1,7 @@
 """How a clustering run's clusters divide the classes: counts per cluster and class on training images.
 
     python scripts/cluster_contingency.py RUN [RUN ...] [--data-dir DIR] [--images 10000] [--out FILE.md]
-        [--plot FILE.png] [--by-cluster FILE.png] [--classes | --naming N]
+        [--plot FILE.png] [--by-cluster FILE.png] [--classes | --naming N] [--generated N]
 
 For each finished clustering run (trained without labels), D assigns the first --images training
 images to clusters; the table counts them per cluster (rows) and true class (columns). The
@@ -13,6 +13,11 @@ training images D is most confident belong to it (an empty row: a cluster that h
 
 With --classes it reads semi-supervised runs instead: D's classes against the true ones on the
 run's unlabelled training images (its labelled ones are left out), to see which classes it confuses.
+
+With --generated N it adds, per run, how sure D is in each of its classes or clusters: its share and
+mean entropy on the training images, the same on N images of G, and (with --classes) its mean
+entropy on each hidden class's images. A class that G makes well and D cannot tell from the real
+one shows up as a class D is unsure of on both.
 
 With --naming N it also takes apart a clustering run's error under the paper's protocol (compare.py's
 `mnist-cluster-paper`): each cluster is named by the majority class of N labelled training images per
@@ -42,6 +47,7 @@ from catgan import load_dataset
 from catgan.config import CatGANError
 from catgan.data import labelled_indices
 from catgan.metrics import cluster_names, many_to_one_accuracy
+from catgan.models import evaluation_mode
 from catgan.runs import git_commit, load_run, read_labelled
 from catgan.training import predict_logits
 
@@ -50,6 +56,7 @@ class Assigned(NamedTuple):
     counts: np.ndarray  # (clusters, classes)
     classes: list[str]
     x: torch.Tensor  # the images assigned
+    y: np.ndarray  # their hidden classes
     probabilities: torch.Tensor  # D's (N, K) for them
 
 
@@ -65,7 +72,42 @@ def contingency(run: str, data_dir: str | None, images: int, classes: bool = Fal
     probabilities = predict_logits(model.discriminator, x).softmax(dim=1)
     counts = np.zeros((model.num_clusters, data.num_classes), dtype=int)
     np.add.at(counts, (probabilities.argmax(dim=1).numpy(), y), 1)
-    return Assigned(counts, list(data.classes), x, probabilities)
+    return Assigned(counts, list(data.classes), x, y, probabilities)
+
+
+def certainty(run: str, table: Assigned, generated: int, of_classes: bool = False) -> str:
+    """How sure D is, column by column of its classes or clusters, as markdown: its share and mean
+    entropy on the training images ``table`` assigned, and the same on ``generated`` images of G
+    (drawn with seed 0, both networks in evaluation mode); with ``of_classes``, also its mean entropy
+    on each hidden class's images, where a class D cannot place shows whatever D calls it."""
+    _, model, _ = load_run(run)
+    draw = torch.Generator().manual_seed(0)
+    with evaluation_mode(model.generator), torch.no_grad():
+        x_fake = torch.cat([model.generator(model.sample_latent(min(1000, generated - i), draw))
+                            for i in range(0, generated, 1000)])
+    k = model.num_clusters
+
+    def by_column(probabilities: torch.Tensor, column: np.ndarray) -> tuple[list[str], list[str]]:
+        entropy = (-(probabilities * probabilities.clamp_min(1e-12).log()).sum(dim=1)).numpy()
+        shares = np.bincount(column, minlength=k) / len(column)
+        means = [f"{entropy[column == c].mean():.2f}" if (column == c).any() else "" for c in range(k)]
+        return [f"{100 * share:.1f}" for share in shares], means
+
+    fake = predict_logits(model.discriminator, x_fake).softmax(dim=1)
+    real_shares, real_entropy = by_column(table.probabilities, table.probabilities.argmax(dim=1).numpy())
+    fake_shares, fake_entropy = by_column(fake, fake.argmax(dim=1).numpy())
+    name = "D's class" if of_classes else "cluster"
+    lines = [f"D's certainty, by {name} (entropy in nats; log {k} = {np.log(k):.2f}: wholly unsure); G's "
+             f"images: {generated:,} drawn with seed 0.", "",
+             "| | " + " | ".join(map(str, range(k))) + " |", "|---" * (k + 1) + "|",
+             "| training images: share % | " + " | ".join(real_shares) + " |",
+             "| training images: D's entropy | " + " | ".join(real_entropy) + " |",
+             "| G's images: share % | " + " | ".join(fake_shares) + " |",
+             "| G's images: D's entropy | " + " | ".join(fake_entropy) + " |"]
+    if of_classes:
+        _, by_class = by_column(table.probabilities, table.y)
+        lines.append("| training images of the hidden class: D's entropy | " + " | ".join(by_class) + " |")
+    return "\n".join([*lines, ""])
 
 
 def load(run: str, data_dir: str | None, classes: bool = False):
@@ -172,8 +214,8 @@ def markdown(run: str, counts: np.ndarray, classes: list[str], of_classes: bool 
     for k, row in enumerate(counts):
         lines.append(f"| {k} | " + " | ".join(map(str, row)) + f" | {row.sum()} | {100 * row.sum() / total:.1f} |")
     used = int((counts.sum(axis=1) >= 0.01 * total).sum())
-    lines += ["", f"{'Classes' if of_classes else 'Clusters'} holding at least 1% of the images: {used} of {len(counts)}.",
-              ""]
+    held = "Classes" if of_classes else "Clusters"
+    lines += ["", f"{held} holding at least 1% of the images: {used} of {len(counts)}.", ""]
     return "\n".join(lines)
 
 
@@ -188,11 +230,15 @@ def main() -> int:
     parser.add_argument("--naming", type=int, metavar="N", help="also the paper's protocol on the test split: "
                         "clusters named by N labelled training images per class, taken apart cluster by cluster "
                         "(the protocol's N: 5 on digits, 10 on MNIST and Fashion-MNIST)")
+    parser.add_argument("--generated", type=int, metavar="N", help="also D's certainty by class or cluster, on the "
+                        "training images and on N images of G")
     parser.add_argument("--classes", action="store_true", help="runs trained with labels: D's classes against the "
                         "true ones on the unlabelled training images")
     args = parser.parse_args()
     if args.naming is not None and args.classes:
         sys.exit("cluster_contingency.py: --naming is for clustering runs (trained without labels): drop --classes")
+    if args.generated is not None and args.generated < 1:
+        sys.exit(f"cluster_contingency.py: --generated {args.generated}: draw at least 1 image of G")
     if args.naming is not None and args.naming < 1:
         sys.exit(f"cluster_contingency.py: --naming {args.naming}: name the clusters by at least 1 image per class")
     try:
@@ -201,6 +247,9 @@ def main() -> int:
     except CatGANError as err:
         sys.exit(f"cluster_contingency.py: {err}")
     parts = [markdown(run, table.counts, table.classes, args.classes) for run, table in zip(args.runs, tables)]
+    if args.generated:
+        parts = [part + "\n" + certainty(run, table, args.generated, args.classes)
+                 for part, run, table in zip(parts, args.runs, tables)]
     parts += named
     if args.plot:
         plot_tables(args.runs, tables, args.plot)

@@ -13,7 +13,7 @@ from catgan.cli import _build_parser
 from catgan.config import CatGANError, TrainConfig
 from catgan.losses import discriminator_loss
 from catgan.models import CatGAN
-from catgan.runs import load_checkpoint, load_run
+from catgan.runs import load_checkpoint, load_run, read_labelled
 from catgan.steps import _with_label_noise
 from catgan.training import (
     Batch,
@@ -196,3 +196,52 @@ def test_every_practice_at_once_trains_with_finite_losses(make_config, digits):
     on_d = dict(instance_noise=0.1, label_smoothing=0.1, label_noise=0.1, ema_decay=0.99)
     summary = train(make_config(method="supervised", **on_d), data=digits, log=lambda message: None).summary
     assert 0 <= summary["test_error"] <= 100
+
+
+def test_reestimated_batchnorm_statistics_are_plain_averages_over_batches_drawn_as_training_draws_them():
+    from catgan.evaluation import reestimate_batchnorm
+    from catgan.models import GaussianNoise
+
+    _, model = _model()
+    d = model.discriminator
+    norms = [m for m in d.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    x = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    labelled = torch.arange(30, 40).numpy()
+    seen = []
+    hook = norms[0].register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach().clone()))
+    d.train()
+    assert reestimate_batchnorm(d, x, True, labelled, images=60, batch_size=20, seed=3) == 3
+    hook.remove()
+    # each batch: 20 of the 40 images, then all 10 labelled ones; D's noise off, its mode and momentum kept
+    assert [len(batch) for batch in seen] == [30, 30, 30]
+    assert d.training and all(m.momentum == 0.1 for m in norms)
+    assert all(m.training for m in d.modules() if isinstance(m, GaussianNoise))
+    per_batch = torch.stack([batch.mean(dim=(0, 2, 3) if batch.dim() == 4 else 0) for batch in seen])
+    torch.testing.assert_close(norms[0].running_mean, per_batch.mean(dim=0))  # every batch weighs the same
+    first = [m.running_var.clone() for m in norms]
+    # the statistics depend on the weights, data and seed alone: a second pass gives the same
+    reestimate_batchnorm(d, x, True, labelled, images=60, batch_size=20, seed=3)
+    assert all(torch.equal(a, m.running_var) for a, m in zip(first, norms))
+    reestimate_batchnorm(d, x, True, labelled, images=60, batch_size=20, seed=4)
+    assert not torch.equal(first[0], norms[0].running_var)
+    _, weight_normed = _model(d_norm="weight")
+    assert reestimate_batchnorm(weight_normed.discriminator, x, True, None, 60, 20, 3) == 0
+
+
+def test_bn_recalibration_re_estimates_the_reported_ds_statistics_before_the_last_checkpoint(make_config, digits):
+    plain = train(make_config(epochs=1), data=digits, log=lambda m: None)
+    recalibrated = train(make_config(epochs=1, bn_recalibration=500), data=digits, log=lambda m: None)
+    assert recalibrated.summary["bn_recalibration_batches"] == 10 and "bn_recalibration_batches" not in plain.summary
+    before, after = (load_run(run.run_dir)[1].discriminator for run in (plain, recalibrated))
+    old, new = before.state_dict(), after.state_dict()
+    statistics = {name for name in old if "running" in name or "num_batches" in name}
+    # the same training (the re-estimate draws from its own generator), other statistics
+    assert all(torch.equal(old[name], new[name]) for name in set(old) - statistics)
+    assert not all(torch.equal(old[name], new[name]) for name in statistics if "running_mean" in name)
+    # re-estimating a finished run's D afterwards gives what the run with the switch saved (to float
+    # rounding: training runs D in its own memory layout)
+    config = load_run(recalibrated.run_dir)[0]
+    catgan.evaluation.reestimate_batchnorm(before, digits.x_train, True, read_labelled(plain.run_dir), 500,
+                                           config.batch_size, config.seed)
+    for name in (name for name in statistics if "running" in name):
+        torch.testing.assert_close(before.state_dict()[name], new[name])
