@@ -115,3 +115,29 @@ def test_class_shares_reads_each_run_as_its_end_of_run_check_did_and_refuses_clu
                              capture_output=True, text=True)
     assert refused.returncode == 1 and "not a semi-supervised CatGAN run" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_bn_recalibration_gives_what_a_run_with_the_switch_reports_and_refuses_such_a_run(make_config, digits,
+                                                                                          tmp_path):
+    from catgan.training import train
+
+    plain = train(make_config(epochs=1, seed=1), data=digits, log=lambda m: None)
+    switched = train(make_config(epochs=1, seed=1, bn_recalibration=500), data=digits, log=lambda m: None)
+    clustering = train(make_config(epochs=1, labels_per_class=0), data=digits, log=lambda m: None)
+    out = tmp_path / "bn"
+    done = subprocess.run([sys.executable, str(SCRIPTS / "bn_recalibration.py"), str(plain.run_dir),
+                           str(clustering.run_dir), "--images", "500", "--naming", "5", "--out", str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    semi, clusters = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert semi["as_trained"]["figure"] == plain.summary["test_error"]
+    # the statistics re-estimated afterwards: the figure the run trained with the switch reported (equal
+    # statistics to float rounding, which could move at most a borderline image)
+    one_image = 100 / len(digits.y_test)
+    assert abs(semi["re_estimated"]["figure"] - switched.summary["test_error"]) <= one_image + 1e-9
+    assert semi["batches"] == 10
+    assert clusters["as_trained"]["figure"] == clustering.summary["clustering_accuracy"]
+    assert 0 <= clusters["re_estimated"]["named_error"] <= 100
+    refused = subprocess.run([sys.executable, str(SCRIPTS / "bn_recalibration.py"), str(switched.run_dir)],
+                             capture_output=True, text=True)
+    assert refused.returncode == 1 and "already re-estimated" in refused.stderr and "Traceback" not in refused.stderr
