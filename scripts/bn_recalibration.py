@@ -41,6 +41,7 @@ from catgan.metrics import cluster_names, named_cluster_error
 from catgan.runs import SUMMARY, git_commit, load_run, read_labelled
 
 REPO = Path(__file__).resolve().parent.parent
+STATE = {"as_trained": "as trained", "re_estimated": "re-estimated"}  # a row's two readings of one run
 
 
 def figures(model, discriminator, data, labelled: np.ndarray, naming: int, seed: int) -> dict:
@@ -121,11 +122,10 @@ def markdown(rows: list[dict], command: str, images: int, naming: int) -> str:
                      f"{named[0]} | {named[1]} |")
     if len(rows) > 1 and len({row["reports"] for row in rows}) == 1:
         lines += ["", f"Over the {len(rows)} runs (mean ± sample std): "
-                  + "; ".join(f"{key.replace('_', ' ')} {spread([row[key]['figure'] for row in rows])}"
-                              for key in ("as_trained", "re_estimated"))
+                  + "; ".join(f"{STATE[key]} {spread([row[key]['figure'] for row in rows])}" for key in STATE)
                   + ("" if "named_error" not in rows[0]["as_trained"] else "; named error "
-                     + ", ".join(f"{key.replace('_', ' ')} {spread([row[key]['named_error'] for row in rows])}"
-                                 for key in ("as_trained", "re_estimated")))
+                     + ", ".join(f"{STATE[key]} {spread([row[key]['named_error'] for row in rows])}"
+                                 for key in STATE))
                   + "."]
     return "\n".join(lines) + "\n"
 
