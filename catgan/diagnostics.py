@@ -21,7 +21,8 @@ one class gets under half its labelled share: D fits its few labelled images of 
 the rest of it under other classes, which neither the labelled accuracy nor the marginal entropy
 shows (on mnist-100, seed 2 of the augmentation row gave the 1s 2.9% of the unlabelled images and
 ended at 11.67% test error; every other finished MNIST run gave each class 8.6 to 11.2%;
-results/semi-supervised-class-shares.md).
+results/semi-supervised-class-shares.md). That run's cause was D's batch-norm running averages: with
+them re-estimated for its final weights it errs on 1.91% (results/bn-statistics-diagnosis.md).
 """
 
 from __future__ import annotations
@@ -61,7 +62,9 @@ WARNINGS = {
              "(are images scaled to [-1, 1]?), try a higher `lr`, or a wider D",
     "class_starved": "D may have filed part of that class under others, which its accuracy on the labelled "
                      "images cannot show; unless the class is that much rarer among your unlabelled images, "
-                     "look at samples_by_class.png and compare a run with another seed",
+                     "try D's batch-norm statistics re-estimated for its final weights (--bn-recalibration "
+                     "20000; on MNIST that undid such a failure), look at samples_by_class.png, and compare a "
+                     "run with another seed",
 }
 STARVED_FRACTION = 0.5  # a class given under this fraction of its labelled share of the unlabelled images
 
