@@ -226,8 +226,9 @@ class TrainConfig:
     ema_decay: float = option(0.0, "evaluate with an exponential moving average of D's weights (0: off; e.g. "
                               "0.999)", "practices", SHARE)
     bn_recalibration: int = option(0, "before the final evaluation, re-estimate D's batch-norm statistics with its "
-                                   "final weights over this many training images, in batches drawn as training "
-                                   "draws them, D's noise off (0: keep the running averages of training)",
+                                   "final weights over N / batch_size batches, each made as training makes D's "
+                                   "batch of real images (unlabelled ones, and beside them labelled ones), D's "
+                                   "noise off; one process only (0: keep the running averages of training)",
                                    "practices", COUNT)
     seed: int = option(0, "seed of the labelled subset, initialisation, batches and noise", "schedule", SEED)
     device: str = option("auto", "auto (CUDA when available), cpu, cuda or cuda:N", "schedule", DEVICE)
@@ -268,6 +269,12 @@ class TrainConfig:
         if self.architecture == "mlp" and self.augment_weight > 0:
             raise CatGANError("augment_weight translates images, which the mlp architecture reads as flat vectors "
                               "(permutation-invariant, or feature rows); use vat_weight")
+        if self.bn_recalibration and self.d_norm != "batch":
+            raise CatGANError(f"bn_recalibration re-estimates D's batch-norm statistics; with d_norm {self.d_norm!r} "
+                              "D has none: drop it")
+        if self.bn_recalibration and self.joint_batches:
+            raise CatGANError("bn_recalibration re-estimates D's statistics on real images, but joint_batches "
+                              "trained them on real and generated images together: drop one")
         if self.method == "supervised":
             if self.labels_per_class == 0:
                 raise CatGANError("the supervised method needs labels: labels_per_class must be at least 1")

@@ -210,7 +210,9 @@ def recalibrate_batchnorm(trainer: Trainer) -> dict[str, Any]:
     """With ``bn_recalibration``, the reported D's batch-norm statistics re-estimated with its final
     weights (`catgan.evaluation.reestimate_batchnorm`), before the checkpoint that holds them; as
     ``bn_recalibration_batches`` for the summary. The same weights give the same statistics, so a
-    run resumed after this point re-estimates them to the same values."""
+    run resumed after this point re-estimates them to the same values. (The statistics as training
+    left them are not kept; `scripts/bn_recalibration.py` compares both on a run trained without
+    the switch.)"""
     from catgan.evaluation import reestimate_batchnorm
 
     t = trainer

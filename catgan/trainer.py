@@ -83,6 +83,8 @@ class Trainer:
         if group is not None and run_dir is not None and not group.is_main:
             raise CatGANError(f"only the process of rank 0 writes the run directory; rank {group.rank} was given one")
         self.runtime = runtime = Runtime(config, group)
+        if config.bn_recalibration and runtime.world_size > 1:
+            raise CatGANError("bn_recalibration re-estimates D's statistics in one process; drop it under torchrun")
         self.num_clusters = config.clusters or data.num_classes
         self.labelled = choose_labelled(config, data, labelled, self.num_clusters, runtime.world_size)
         runtime.seed(config.seed)

@@ -219,9 +219,12 @@ def test_reestimated_batchnorm_statistics_are_plain_averages_over_batches_drawn_
     per_batch = torch.stack([batch.mean(dim=(0, 2, 3) if batch.dim() == 4 else 0) for batch in seen])
     torch.testing.assert_close(norms[0].running_mean, per_batch.mean(dim=0))  # every batch weighs the same
     first = [m.running_var.clone() for m in norms]
-    # the statistics depend on the weights, data and seed alone: a second pass gives the same
+    # the statistics depend on the weights, data and seed alone: a second pass gives the same; D
+    # left in evaluation mode stays there
+    d.eval()
     reestimate_batchnorm(d, x, True, labelled, images=60, batch_size=20, seed=3)
     assert all(torch.equal(a, m.running_var) for a, m in zip(first, norms))
+    assert not any(m.training for m in d.modules())
     reestimate_batchnorm(d, x, True, labelled, images=60, batch_size=20, seed=4)
     assert not torch.equal(first[0], norms[0].running_var)
     _, weight_normed = _model(d_norm="weight")
@@ -245,3 +248,10 @@ def test_bn_recalibration_re_estimates_the_reported_ds_statistics_before_the_las
                                            config.batch_size, config.seed)
     for name in (name for name in statistics if "running" in name):
         torch.testing.assert_close(before.state_dict()[name], new[name])
+
+
+def test_bn_recalibration_is_refused_where_d_has_no_batch_norm_or_trained_it_on_generated_images():
+    with pytest.raises(CatGANError, match="with d_norm 'weight' D has none"):
+        TrainConfig(bn_recalibration=100, d_norm="weight")
+    with pytest.raises(CatGANError, match="joint_batches"):
+        TrainConfig(bn_recalibration=100, joint_batches=True)
