@@ -108,6 +108,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "Rebuild a run's discriminator from its checkpoint and report its figures on the test split.",
     )
     evaluate.add_argument("--data-dir", help="where the data is now (default: as when trained)")
+    evaluate.add_argument("--bn-recalibration", type=int, default=0, metavar="N",
+                          help="report the figures with D's batch-norm statistics re-estimated for its final weights "
+                               "over N training images, as `train --bn-recalibration N` would have; the run's files "
+                               "are left as they are")
     sample = _run_command(
         commands, "sample", _sample, "draw images from a run's generator",
         "Draw images from a run's generator into a PNG grid.",
@@ -260,8 +264,31 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
     if len(data.x_test) == 0:
         raise CatGANError(f"the data of {args.run} has no test split to evaluate on")
+    if args.bn_recalibration:
+        _recalibrate(args.run, config, model, data, args.bn_recalibration)
     _print_figures(evaluate(model, data.x_test, data.y_test, config.uses_labels), len(data.x_test))
     return 0
+
+
+def _recalibrate(run: str, config: TrainConfig, model, data, images: int) -> None:
+    """`catgan evaluate --bn-recalibration`: the run's D with its batch-norm statistics re-estimated
+    in memory (`catgan.evaluation.reestimate_batchnorm`), refused where training could not have."""
+    import numpy as np
+
+    from catgan.evaluation import reestimate_batchnorm
+    from catgan.runs import read_labelled
+
+    if images < 0:
+        raise CatGANError(f"--bn-recalibration must be at least 0, got {images}")
+    if config.bn_recalibration:
+        raise CatGANError(f"{run} was trained with --bn-recalibration {config.bn_recalibration}: its statistics "
+                          "are already re-estimated")
+    dataclasses.replace(config, bn_recalibration=images)  # refuses a D without batch norm, joint batches
+    labelled = np.array(read_labelled(run), dtype=np.int64) if config.uses_labels else None
+    batches = reestimate_batchnorm(model.discriminator, data.x_train, config.method == "catgan", labelled, images,
+                                   config.batch_size, config.seed)
+    print(f"D's batch-norm statistics re-estimated over {batches} batches of training images (the run's files are "
+          "unchanged)")
 
 
 def _predict(args: argparse.Namespace) -> int:

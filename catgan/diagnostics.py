@@ -62,9 +62,9 @@ WARNINGS = {
              "(are images scaled to [-1, 1]?), try a higher `lr`, or a wider D",
     "class_starved": "D may have filed part of that class under others, which its accuracy on the labelled "
                      "images cannot show; unless the class is that much rarer among your unlabelled images, "
-                     "try D's batch-norm statistics re-estimated for its final weights (--bn-recalibration "
-                     "20000; on MNIST that undid such a failure), look at samples_by_class.png, and compare a "
-                     "run with another seed",
+                     "try D's batch-norm statistics re-estimated for its final weights (`catgan evaluate RUN "
+                     "--bn-recalibration 20000`, or train with it; on MNIST that undid such a failure), look at "
+                     "samples_by_class.png, and compare a run with another seed",
 }
 STARVED_FRACTION = 0.5  # a class given under this fraction of its labelled share of the unlabelled images
 

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,22 @@ def test_train_prints_the_test_error_and_writes_the_run(finished_run, capsys):
     assert main(["evaluate", str(finished_run), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert f"test error: {summary['test_error']:.2f}%" in out  # the checkpoint reproduces the summary
+
+
+def test_evaluate_can_re_estimate_ds_batchnorm_statistics_without_touching_the_run(finished_run, tmp_path, capsys):
+    before = _snapshot(finished_run)
+    assert main(["evaluate", str(finished_run), "--device", "cpu", "--bn-recalibration", "500"]) == 0
+    out = capsys.readouterr().out
+    assert "re-estimated over 10 batches" in out and "test error: " in out
+    assert _snapshot(finished_run) == before
+    # what a run trained with the switch reports, from the same weights (the same seed and schedule)
+    assert main(["train", *TINY, "--bn-recalibration", "500", "--out-dir", str(tmp_path), "--name", "bn"]) == 0
+    switched = json.loads((tmp_path / "bn" / "summary.json").read_text())
+    shown = float(re.search(r"test error: ([\d.]+)%", out).group(1))
+    assert abs(shown - switched["test_error"]) <= 2 * 100 / 599 + 0.01  # statistics equal to float rounding
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "bn"), "--device", "cpu", "--bn-recalibration", "500"]) == 2
+    assert "already re-estimated" in capsys.readouterr().err
 
 
 def test_train_with_the_fully_connected_networks(tmp_path, capsys):
