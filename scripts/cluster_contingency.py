@@ -164,7 +164,8 @@ def naming(run: str, data_dir: str | None, per_class: int) -> str:
               f"{points['minority']:.2f} points from images outside their named cluster's majority class, "
               f"{points['unnamed']:.2f} from clusters that hold no labelled image, {points['misnamed']:.2f} from "
               f"clusters named other than their majority class. Naming each cluster by its test majority instead "
-              f"(many-to-one, which reads the test labels) gives {many_to_one:.2f}%.", ""]
+              f"(many-to-one, which reads the test labels) gives {many_to_one:.2f}% (majority-vote purity "
+              f"{100 - many_to_one:.2f}%).", ""]
     return "\n".join(lines)
 
 

@@ -61,7 +61,9 @@ def test_naming_takes_the_papers_error_apart_and_adds_up_to_it(make_config, digi
     rows = [line.strip("|").split("|") for line in part.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert len(rows) == 12 and sum(int(row[1]) for row in rows) == len(digits.y_test)
     errors = sum(int(row[5]) for row in rows)
-    total, minority, unnamed, misnamed, many_to_one = map(float, re.findall(r"(\d+\.\d\d)", part.splitlines()[-1]))
+    figures = map(float, re.findall(r"(\d+\.\d\d)", part.splitlines()[-1]))
+    total, minority, unnamed, misnamed, many_to_one, purity = figures
+    assert abs(purity + many_to_one - 100) < 0.011
     assert total == round(100 * errors / len(digits.y_test), 2)
     assert abs(minority + unnamed + misnamed - total) < 0.02
     assert minority - 0.01 <= many_to_one <= minority + unnamed + 0.01  # unnamed clusters lose their minority too
