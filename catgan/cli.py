@@ -275,15 +275,12 @@ def _recalibrate(run: str, config: TrainConfig, model, data, images: int) -> Non
     in memory (`catgan.evaluation.reestimate_batchnorm`), refused where training could not have."""
     import numpy as np
 
-    from catgan.evaluation import reestimate_batchnorm
+    from catgan.evaluation import check_reestimable, reestimate_batchnorm
     from catgan.runs import read_labelled
 
     if images < 0:
         raise CatGANError(f"--bn-recalibration must be at least 0, got {images}")
-    if config.bn_recalibration:
-        raise CatGANError(f"{run} was trained with --bn-recalibration {config.bn_recalibration}: its statistics "
-                          "are already re-estimated")
-    dataclasses.replace(config, bn_recalibration=images)  # refuses a D without batch norm, joint batches
+    check_reestimable(run, config, images)
     labelled = np.array(read_labelled(run), dtype=np.int64) if config.uses_labels else None
     batches = reestimate_batchnorm(model.discriminator, data.x_train, config.method == "catgan", labelled, images,
                                    config.batch_size, config.seed)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from catgan.config import CatGANError, TrainConfig
 from catgan.metrics import clustering_report, error_rate
 from catgan.models import CatGAN, evaluation_mode
 
-__all__ = ["class_shares_of_run", "evaluate", "predict_features", "predict_logits", "reestimate_batchnorm"]
+__all__ = ["check_reestimable", "class_shares_of_run", "evaluate", "predict_features", "predict_logits",
+           "reestimate_batchnorm"]
 
 PROBE_IMAGES = 10_000  # unlabelled training images whose predicted classes `class_shares_of_run` counts
 
@@ -114,3 +117,13 @@ def reestimate_batchnorm(discriminator: nn.Module, x_train: Tensor, unlabelled: 
             norm.momentum = momentum
         discriminator.train(mode)
     return batches
+
+
+def check_reestimable(run: str, config: TrainConfig, images: int) -> None:
+    """Refuse to re-estimate a finished run's batch-norm statistics over ``images`` training images
+    where training would have refused ``bn_recalibration`` (a D without batch norm, joint batches),
+    and for a run whose statistics that switch already re-estimated."""
+    if config.bn_recalibration:
+        raise CatGANError(f"{run} was trained with --bn-recalibration {config.bn_recalibration}: its statistics "
+                          "are already re-estimated")
+    dataclasses.replace(config, bn_recalibration=images)  # TrainConfig's own checks

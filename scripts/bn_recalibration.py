@@ -35,8 +35,8 @@ import torch
 from catgan import load_dataset
 from catgan.config import CatGANError
 from catgan.data import labelled_indices
-from catgan.diagnostics import class_shares
-from catgan.evaluation import PROBE_IMAGES, evaluate, predict_logits, reestimate_batchnorm
+from catgan.evaluation import (PROBE_IMAGES, check_reestimable, class_shares_of_run, evaluate, predict_logits,
+                               reestimate_batchnorm)
 from catgan.metrics import cluster_names, named_cluster_error
 from catgan.runs import SUMMARY, git_commit, load_run, read_labelled
 
@@ -49,9 +49,7 @@ def figures(model, discriminator, data, labelled: np.ndarray, naming: int, seed:
     unlabelled training probe (no label read)."""
     classifies = len(labelled) > 0
     reported = evaluate(model, data.x_test, data.y_test, classifies, discriminator)
-    probe = np.setdiff1d(np.arange(len(data.x_train)), labelled)[:PROBE_IMAGES]
-    shares = class_shares(predict_logits(discriminator, data.x_train[probe]).argmax(dim=1).numpy(),
-                          model.num_clusters)
+    shares, _, _ = class_shares_of_run(discriminator, data.x_train, data.y_train, labelled, model.num_clusters)
     row = {"figure": reported["test_error"] if classifies else reported["clustering_accuracy"],
            "smallest_share": 100 * float(shares.min()), "smallest": int(shares.argmin())}
     if not classifies:
@@ -79,9 +77,7 @@ def measure(run: str, images: int, data_dir: str | None, pilot: bool, naming: in
     config, model, _ = load_run(run)
     if not (Path(run) / SUMMARY).is_file():
         raise CatGANError(f"{run} has not finished (no {SUMMARY})")
-    if config.bn_recalibration:
-        raise CatGANError(f"{run} was trained with --bn-recalibration {config.bn_recalibration}: its statistics "
-                          "are already re-estimated")
+    check_reestimable(run, config, images)
     if data_dir is not None:
         config = dataclasses.replace(config, data_dir=data_dir, download=False)
     key = ("pilot", config.data_dir) if pilot else (config.dataset, config.data_dir, config.image_size)
@@ -93,8 +89,6 @@ def measure(run: str, images: int, data_dir: str | None, pilot: bool, naming: in
     before = figures(model, discriminator, data, labelled, naming, config.seed)
     batches = reestimate_batchnorm(discriminator, data.x_train, config.method == "catgan",
                                    labelled if config.uses_labels else None, images, config.batch_size, config.seed)
-    if batches == 0:
-        raise CatGANError(f"{run}'s D has no batch norm to re-estimate")
     after = figures(model, discriminator, data, labelled, naming, config.seed)
     return {"run": run, "reports": "test error %" if config.uses_labels else "clustering accuracy %",
             "split": "held-out training images" if pilot else "test", "batches": batches,
